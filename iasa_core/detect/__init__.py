@@ -1,0 +1,1 @@
+"""Pose detection from images and videos: DWPose with onnxruntime/TorchScript runtimes (not yet built)."""

@@ -1,0 +1,141 @@
+"""Body-region masks (face, hands, arms, body) from WholeBody-133 keypoints, on any point grid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import layout as L
+
+DEFAULT_MIN_SCORE = 0.3
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """Counter-clockwise convex hull (Andrew's monotone chain) of (P, 2) points."""
+    pts = np.unique(np.asarray(points, dtype=np.float64), axis=0)
+    if len(pts) <= 2:
+        return pts
+
+    def half(seq):
+        out: list[np.ndarray] = []
+        for p in seq:
+            while len(out) >= 2 and _cross(out[-2], out[-1], p) <= 0:
+                out.pop()
+            out.append(p)
+        return out
+
+    lower, upper = half(pts), half(pts[::-1])
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def _cross(o, a, b) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance from every point p (N, 2) to every segment a[m]-b[m]; returns (N, M)."""
+    ab = b - a
+    ap = p[:, None, :] - a[None]
+    denom = np.maximum((ab**2).sum(-1), 1e-12)
+    t = np.clip((ap * ab[None]).sum(-1) / denom, 0.0, 1.0)
+    d = ap - t[..., None] * ab[None]
+    return np.sqrt((d**2).sum(-1))
+
+
+def _near_box(points: np.ndarray, shape_pts: np.ndarray, pad: float) -> np.ndarray:
+    """Indices of points inside the shape's bounding box grown by ``pad`` (cheap pre-filter)."""
+    lo, hi = shape_pts.min(0) - pad, shape_pts.max(0) + pad
+    return np.nonzero(((points >= lo) & (points <= hi)).all(-1))[0]
+
+
+def polygon_cover(points: np.ndarray, hull: np.ndarray, margin: float) -> np.ndarray:
+    """Boolean (N,): points inside the convex ``hull`` or within ``margin`` of it."""
+    out = np.zeros(len(points), dtype=bool)
+    if len(hull) == 0:
+        return out
+    sel = _near_box(points, hull, margin)
+    p = points[sel]
+    a, b = hull, np.roll(hull, -1, axis=0)
+    hit = _segment_distance(p, a, b).min(-1) <= margin
+    if len(hull) >= 3:
+        edge = b - a
+        rel = p[:, None, :] - a[None]
+        hit |= (edge[None, :, 0] * rel[..., 1] - edge[None, :, 1] * rel[..., 0] >= 0).all(-1)
+    out[sel] = hit
+    return out
+
+
+def capsule_cover(points: np.ndarray, segments: list[tuple[np.ndarray, np.ndarray]],
+                  radius: float) -> np.ndarray:
+    """Boolean (N,): points within ``radius`` of any of the segments."""
+    out = np.zeros(len(points), dtype=bool)
+    if not segments:
+        return out
+    a = np.array([s[0] for s in segments], dtype=np.float64)
+    b = np.array([s[1] for s in segments], dtype=np.float64)
+    sel = _near_box(points, np.concatenate([a, b]), radius)
+    out[sel] = (_segment_distance(points[sel], a, b) <= radius).any(-1)
+    return out
+
+
+def frame_region_masks(kp: np.ndarray, points: np.ndarray, cell: float,
+                       min_score: float = DEFAULT_MIN_SCORE) -> dict[int, np.ndarray]:
+    """Masks {region id: (N,) bool} of one frame's keypoints (133, 3) over grid ``points``.
+
+    ``cell`` is the grid spacing in pixels: shapes are grown by half a cell so that a small
+    hand still claims the cells it touches. Face and hands are filled convex hulls; arms are
+    capsules through shoulder-elbow-wrist; body is the torso (shoulders to hips, or downwards
+    from the shoulders when the hips are cropped out of the frame).
+    """
+    ok = kp[:, 2] >= min_score
+    xy = kp[:, :2].astype(np.float64)
+    margin = 0.5 * cell
+    masks: dict[int, np.ndarray] = {}
+
+    def hull_of(idx):
+        sel = [i for i in idx if ok[i]]
+        return convex_hull(xy[sel]) if sel else np.zeros((0, 2))
+
+    masks[L.REGION_FACE] = polygon_cover(points, hull_of(L.FACE), margin)
+    masks[L.REGION_HANDS] = polygon_cover(points, hull_of(L.LEFT_HAND), margin) | polygon_cover(
+        points, hull_of(L.RIGHT_HAND), margin)
+
+    sho_w = np.linalg.norm(xy[L.L_SHOULDER] - xy[L.R_SHOULDER]) if ok[L.L_SHOULDER] and ok[
+        L.R_SHOULDER] else 0.0
+    segs = []
+    for chain in ((L.L_SHOULDER, L.L_ELBOW, L.L_WRIST), (L.R_SHOULDER, L.R_ELBOW, L.R_WRIST)):
+        for i, j in zip(chain[:-1], chain[1:]):
+            if ok[i] and ok[j]:
+                segs.append((xy[i], xy[j]))
+    masks[L.REGION_ARMS] = capsule_cover(points, segs, max(margin, 0.12 * sho_w))
+
+    if sho_w > 0:
+        torso = [xy[L.L_SHOULDER], xy[L.R_SHOULDER]]
+        if ok[L.L_HIP] and ok[L.R_HIP]:
+            torso += [xy[L.L_HIP], xy[L.R_HIP]]
+        else:
+            down = np.array([0.0, 1.5 * sho_w])
+            torso += [xy[L.L_SHOULDER] + down, xy[L.R_SHOULDER] + down]
+        masks[L.REGION_BODY] = polygon_cover(points, convex_hull(np.array(torso)), margin)
+    else:
+        masks[L.REGION_BODY] = np.zeros(len(points), dtype=bool)
+    return masks
+
+
+def label_map(masks: dict[int, np.ndarray], regions: tuple[str, ...] = L.ALL_REGIONS) -> np.ndarray:
+    """Collapse region masks into one int label per point (0 = background), by REGION_PRIORITY."""
+    wanted = {L.REGION_IDS[r] for r in regions}
+    n = len(next(iter(masks.values())))
+    labels = np.zeros(n, dtype=np.int64)
+    for rid in reversed(L.REGION_PRIORITY):
+        if rid in wanted:
+            labels[masks[rid]] = rid
+    return labels
+
+
+def check_regions(regions) -> tuple[str, ...]:
+    """Validate region names; returns them as a tuple."""
+    regions = tuple(regions)
+    bad = [r for r in regions if r not in L.ALL_REGIONS]
+    if bad:
+        raise ValueError(f"unknown region(s) {bad}; choose from {list(L.ALL_REGIONS)}")
+    return regions
