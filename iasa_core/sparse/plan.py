@@ -163,6 +163,33 @@ class SparsePlan:
         bm = torch.as_tensor(self.block_mask, device=device)
         return bm[blk][:, blk]
 
+    def block_token_masks(self, rows: np.ndarray, cols: np.ndarray,
+                          device: torch.device | str = "cpu") -> torch.Tensor:
+        """(n, bs, bs) token masks of blocks (rows[i], cols[i]) in permuted order, in the plan's mode.
+
+        Positions past the end of the sequence (the last block's padding) are False.
+        """
+        device = torch.device(device)
+        bs, s = self.block_size, self.seq_len
+        ar = torch.arange(bs, device=device)
+        qpos = torch.as_tensor(rows, device=device, dtype=torch.long)[:, None] * bs + ar
+        kpos = torch.as_tensor(cols, device=device, dtype=torch.long)[:, None] * bs + ar
+        qin, kin = qpos < s, kpos < s
+        inside = qin[:, :, None] & kin[:, None, :]
+        if self.mode == "pooled":
+            return inside
+        perm = self._torch("perm", device)
+        qi, ki = perm[qpos.clamp(max=s - 1)], perm[kpos.clamp(max=s - 1)]
+        fr = self._torch("token_frame", device)
+        rg = self._torch("token_region", device)
+        ga = self._torch("frame_allowed", device)
+        fq, fk = fr[qi][:, :, None], fr[ki][:, None, :]
+        cross = ga[fq, fk]
+        if self.config.local:
+            rq, rk = rg[qi][:, :, None], rg[ki][:, None, :]
+            cross = cross & (rq == rk) & (rq > 0)
+        return inside & ((fq == fk) | cross)
+
     def groups(self, device: torch.device | str = "cpu") -> list[AttentionGroup]:
         """Query blocks grouped by identical key-block sets, with their gathered indices."""
         device = torch.device(device)
