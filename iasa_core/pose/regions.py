@@ -103,7 +103,7 @@ def frame_region_masks(kp: np.ndarray, points: np.ndarray, cell: float,
         L.R_SHOULDER] else 0.0
     segs = []
     for chain in ((L.L_SHOULDER, L.L_ELBOW, L.L_WRIST), (L.R_SHOULDER, L.R_ELBOW, L.R_WRIST)):
-        for i, j in zip(chain[:-1], chain[1:]):
+        for i, j in zip(chain[:-1], chain[1:], strict=True):
             if ok[i] and ok[j]:
                 segs.append((xy[i], xy[j]))
     masks[L.REGION_ARMS] = capsule_cover(points, segs, max(margin, 0.12 * sho_w))

@@ -1,0 +1,137 @@
+"""The CLI: `python -m iasa_core <command> ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _load_poses(args):
+    from .pose.sequence import PoseSequence
+    from .pose.synthetic import synthetic_keypoints
+    from .sparse.grid import parse_size
+
+    size = parse_size(args.size) if args.size else None
+    if args.synthetic:
+        h, w = size or (480, 832)
+        frames = args.frames or 81
+        return PoseSequence(synthetic_keypoints(frames, h, w, seed=args.seed), h, w), (h, w)
+    if not args.poses:
+        raise CliError("give --poses POSES.json (a POSE_KEYPOINT list, e.g. from `motion` or DWPose) "
+                       "or --synthetic for a generated test sequence")
+    seq = PoseSequence.load_json(args.poses)
+    if args.frames:
+        if args.frames > len(seq):
+            raise CliError(f"--frames {args.frames} but {args.poses} holds {len(seq)} frames")
+        seq = PoseSequence(seq.keypoints[: args.frames], seq.height, seq.width, seq.fps)
+    return seq, size or (seq.height, seq.width)
+
+
+def cmd_mask(args) -> int:
+    """Build a sparse plan from poses, print its numbers, optionally write a preview and JSON."""
+    from .sparse import build_plan
+    from .sparse.preview import plan_preview
+
+    seq, size = _load_poses(args)
+    regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
+    plan = build_plan(seq, size, num_frames=len(seq), top_k=args.top_k, block_size=args.block_size,
+                      mode=args.mode, regions=regions, local=not args.no_local, sink_first=args.sink_first,
+                      causal=not args.non_causal)
+    s = plan.to_summary()
+    print(f"{s['video_frames']} frames at {s['height']}x{s['width']} -> {s['latent_frames']} latent frames x "
+          f"{s['tokens_per_frame']} tokens = {s['seq_len']} tokens, {s['num_blocks']}x{s['num_blocks']} blocks "
+          f"of {s['block_size']}")
+    print(f"top-K={s['top_k']} regions={','.join(s['regions'])} local={s['local']} "
+          f"sink_first={s['sink_first']} causal={s['causal']} mode={s['mode']}")
+    print(f"density {s['density']:.4f} (block level, {s['nnz_blocks']} blocks, {s['partial_blocks']} partial); "
+          f"token density {s['token_density']:.4f}; built in {s['build_seconds'] * 1000:.0f} ms")
+    if args.preview:
+        plan_preview(plan).save(args.preview)
+        print(f"preview written to {args.preview}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=1))
+        print(f"plan summary written to {args.json}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """Benchmarks."""
+    if args.what == "attention":
+        from .bench.attention import bench_attention
+
+        result = bench_attention(device=args.device, top_k=args.top_k, mode=args.mode, repeats=args.repeats)
+    else:
+        raise CliError(f"unknown benchmark {args.what!r}; available: attention")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(f"results written to {args.json}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The end-to-end demo (not built yet)."""
+    print("python -m iasa_core demo is not available yet: it needs the embedded default model (issue 7).\n"
+          "It will run: bundled speech clip + character image -> procedural motion -> poses -> sparse plan\n"
+          "-> 4-step IASA student -> mp4 with the audio, printing time per stage and frames per second.\n"
+          "What runs today: python -m iasa_core mask --synthetic --preview mask.png\n"
+          "                 python -m iasa_core bench attention", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    p = argparse.ArgumentParser(prog="python -m iasa_core", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log which backends are chosen")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("mask", help="build the sparse attention plan for poses; print density, draw it")
+    m.add_argument("--poses", help="POSE_KEYPOINT JSON (one dict per video frame)")
+    m.add_argument("--synthetic", action="store_true", help="use a generated talking-person sequence")
+    m.add_argument("--size", help="video size HxW, multiples of 16 (default: the poses' canvas)")
+    m.add_argument("--frames", type=int, help="video frames, 4n+1 (default: all poses)")
+    m.add_argument("--top-k", type=int, default=2, help="past latent frames each frame sees (default 2)")
+    m.add_argument("--block-size", type=int, default=128, help="kernel block size in tokens (default 128)")
+    m.add_argument("--mode", choices=("exact", "pooled"), default="exact")
+    m.add_argument("--regions", default="face,hands,arms,body", help="regions attending across frames")
+    m.add_argument("--no-local", action="store_true", help="global mask only (no same-region rule)")
+    m.add_argument("--sink-first", action="store_true", help="the first latent frame is always visible")
+    m.add_argument("--non-causal", action="store_true", help="top-K among all other frames, not just past")
+    m.add_argument("--seed", type=int, default=0, help="seed of --synthetic")
+    m.add_argument("--preview", help="write a PNG of the block pattern and the token regions")
+    m.add_argument("--json", help="write the plan summary as JSON")
+    m.set_defaults(func=cmd_mask)
+
+    b = sub.add_parser("bench", help="benchmarks that print numbers and write JSON")
+    b.add_argument("what", choices=("attention",))
+    b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    b.add_argument("--top-k", type=int, default=2)
+    b.add_argument("--mode", choices=("exact", "pooled"), default="exact")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--json", help="write the results as JSON")
+    b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("demo", help="audio + image -> talking video on the embedded model (not yet built)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one clear line and return 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except (CliError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
