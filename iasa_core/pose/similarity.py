@@ -29,22 +29,22 @@ def rigid_alignment_error(
     valid = kp[..., 2] >= min_score
     xy = np.where(valid[..., None], xy, 0.0)
 
-    # Pair weights w[q, k, i]: point i counts only if present in both frames.
+    # Pair weights w[q, k, i]: point i counts only if present in both frames. The (T, T, B, 2)
+    # arrays are small (B ~ 11 points), and residuals computed explicitly stay exact for exact
+    # copies, which the expanded sum-of-squares form does not.
     w = (valid[:, None, :] & valid[None, :, :]).astype(np.float64)
     n = w.sum(-1)
     safe_n = np.maximum(n, 1.0)
-    # Weighted centroids of each frame restricted to the pair's common points.
-    cq = np.einsum("qki,qid->qkd", w, xy) / safe_n[..., None]
-    ck = np.einsum("qki,kid->qkd", w, xy) / safe_n[..., None]
-    # Second moments expanded around the centroids, so nothing of size T*T*B*2 beyond w.
-    sq = np.einsum("qki,qi->qk", w, (xy**2).sum(-1)) - n * (cq**2).sum(-1)
-    sk = np.einsum("qki,ki->qk", w, (xy**2).sum(-1)) - n * (ck**2).sum(-1)
-    # Cross terms: dot = sum w (a . b), crs = sum w (a x b) with a, b centred.
-    m = np.einsum("qki,qid,kie->qkde", w, xy, xy)  # sum w a_d b_e before centring
-    m = m - n[..., None, None] * cq[..., :, None] * ck[..., None, :]
-    dot = m[..., 0, 0] + m[..., 1, 1]
-    crs = m[..., 1, 0] - m[..., 0, 1]  # sum w (a_y b_x - a_x b_y)
-    sse = sq + sk - 2.0 * np.sqrt(dot**2 + crs**2)
-    err = np.sqrt(np.maximum(sse, 0.0) / safe_n)
+    a = np.broadcast_to(xy[:, None], w.shape + (2,))
+    b = np.broadcast_to(xy[None, :], w.shape + (2,))
+    a = a - (w[..., None] * a).sum(2, keepdims=True) / safe_n[..., None, None]
+    b = b - (w[..., None] * b).sum(2, keepdims=True) / safe_n[..., None, None]
+    dot = (w * (a * b).sum(-1)).sum(-1)
+    crs = (w * (a[..., 1] * b[..., 0] - a[..., 0] * b[..., 1])).sum(-1)
+    theta = np.arctan2(crs, dot)  # rotation of b that best matches a
+    c, s = np.cos(theta)[..., None], np.sin(theta)[..., None]
+    rb = np.stack([c * b[..., 0] - s * b[..., 1], s * b[..., 0] + c * b[..., 1]], -1)
+    sse = (w * ((a - rb) ** 2).sum(-1)).sum(-1)
+    err = np.sqrt(sse / safe_n)
     err[n < 2] = np.inf
     return err

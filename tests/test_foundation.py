@@ -1,0 +1,46 @@
+"""The repository's promises: importable entry point, no torch pin, README commands, CI script."""
+
+import importlib.util
+import os
+import re
+import sys
+
+from conftest import ROOT
+
+
+def test_root_init_imports_without_comfyui():
+    spec = importlib.util.spec_from_file_location(
+        "iasa_pack", os.path.join(ROOT, "__init__.py"), submodule_search_locations=[ROOT])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["iasa_pack"] = mod  # relative imports of the pack resolve through sys.modules
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop("iasa_pack", None)
+    assert isinstance(mod.NODE_CLASS_MAPPINGS, dict)
+    assert isinstance(mod.NODE_DISPLAY_NAME_MAPPINGS, dict)
+    assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) <= set(mod.NODE_CLASS_MAPPINGS)
+
+
+def test_library_never_imports_comfyui():
+    pattern = re.compile(r"^\s*(import|from)\s+(comfy|folder_paths|server)\b", re.M)
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "iasa_core")):
+        for f in files:
+            if f.endswith(".py"):
+                text = open(os.path.join(dirpath, f)).read()
+                assert not pattern.search(text), f"{f} imports ComfyUI"
+
+
+def test_requirements_do_not_pin_torch():
+    lines = [ln.strip() for ln in open(os.path.join(ROOT, "requirements.txt")) if ln.strip()]
+    assert not [ln for ln in lines if re.match(r"^torch([=<>~ ]|$)", ln)]
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(block) == 2
+    assert "python -m iasa_core demo" in block[0]
+    test_cmd = block[1].split("#")[0].strip()
+    assert "pytest" in test_cmd
+    assert test_cmd in open(os.path.join(ROOT, ".ci", "run")).read()
