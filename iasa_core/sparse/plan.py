@@ -19,6 +19,20 @@ MODES = ("exact", "pooled")
 _PERMUTE_ORDER = (L.REGION_FACE, L.REGION_HANDS, L.REGION_ARMS, L.REGION_BODY, L.BACKGROUND)
 
 
+def pair_rule(fq: torch.Tensor, fk: torch.Tensor, rq: torch.Tensor, rk: torch.Tensor,
+              frame_allowed: torch.Tensor, local: bool) -> torch.Tensor:
+    """The IASA token rule on broadcastable frame/region tensors of queries and keys.
+
+    Same frame: always (dense within a frame). Other frame: only a global-mask frame, and with
+    the local mask only between tokens of the same non-background region (paper Eq. 2-3, M =
+    M_global + M_local, i.e. their intersection).
+    """
+    cross = frame_allowed[fq, fk]
+    if local:
+        cross = cross & (rq == rk) & (rq > 0)
+    return (fq == fk) | cross
+
+
 @dataclass(frozen=True)
 class PlanConfig:
     """Options of the sparse pattern; every field is a user-facing knob."""
@@ -146,13 +160,8 @@ class SparsePlan:
         fr = self._torch("token_frame", q_idx.device)
         rg = self._torch("token_region", q_idx.device)
         ga = self._torch("frame_allowed", q_idx.device)
-        fq, fk = fr[q_idx], fr[k_idx]
-        ok = fq[:, None] == fk[None, :]
-        cross = ga[fq][:, fk]
-        if self.config.local:
-            rq, rk = rg[q_idx], rg[k_idx]
-            cross = cross & (rq[:, None] == rk[None, :]) & (rq[:, None] > 0)
-        return ok | cross
+        return pair_rule(fr[q_idx][:, None], fr[k_idx][None, :], rg[q_idx][:, None], rg[k_idx][None, :], ga,
+                         self.config.local)
 
     def token_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """(S, S) bool in original token order: the semantics every backend reproduces."""
@@ -183,12 +192,9 @@ class SparsePlan:
         fr = self._torch("token_frame", device)
         rg = self._torch("token_region", device)
         ga = self._torch("frame_allowed", device)
-        fq, fk = fr[qi][:, :, None], fr[ki][:, None, :]
-        cross = ga[fq, fk]
-        if self.config.local:
-            rq, rk = rg[qi][:, :, None], rg[ki][:, None, :]
-            cross = cross & (rq == rk) & (rq > 0)
-        return inside & ((fq == fk) | cross)
+        rule = pair_rule(fr[qi][:, :, None], fr[ki][:, None, :], rg[qi][:, :, None], rg[ki][:, None, :], ga,
+                         self.config.local)
+        return inside & rule
 
     def groups(self, device: torch.device | str = "cpu") -> list[AttentionGroup]:
         """Query blocks grouped by identical key-block sets, with their gathered indices."""

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import torch
 
-from ..plan import SparsePlan
+from ..plan import SparsePlan, pair_rule
 
 
 def flex_available() -> tuple[bool, str]:
@@ -75,11 +75,7 @@ def block_mask_for(plan: SparsePlan, device: torch.device):
     def mask_mod(b, h, q_idx, kv_idx):
         if pooled:
             return blocks[q_idx // bs, kv_idx // bs]
-        fq, fk = frame[q_idx], frame[kv_idx]
-        cross = allowed[fq, fk]
-        if local:
-            cross = cross & (region[q_idx] == region[kv_idx]) & (region[q_idx] > 0)
-        return (fq == fk) | cross
+        return pair_rule(frame[q_idx], frame[kv_idx], region[q_idx], region[kv_idx], allowed, local)
 
     bm = BlockMask.from_kv_blocks(
         num_p.to(device), idx_p.to(device), num_f.to(device), idx_f.to(device),
