@@ -10,6 +10,7 @@ import torch
 
 from ..pose import layout as L
 from ..pose.regions import DEFAULT_MIN_SCORE, check_regions, frame_region_masks, label_map
+from ..pose.sequence import PoseSequence
 from ..pose.similarity import rigid_alignment_error
 from .grid import TokenGrid
 
@@ -305,7 +306,7 @@ def token_regions(kp: np.ndarray, grid: TokenGrid, regions: tuple[str, ...],
 
 def _as_keypoints(keypoints, video_size: tuple[int, int]) -> np.ndarray:
     """Accept a PoseSequence or a (F, 133, 3) array; rescale a sequence to the video size."""
-    if hasattr(keypoints, "keypoints") and hasattr(keypoints, "width"):
+    if isinstance(keypoints, PoseSequence):
         kp = np.array(keypoints.keypoints, dtype=np.float64)
         h0, w0 = keypoints.height, keypoints.width
         h, w = video_size
