@@ -12,7 +12,7 @@ from ..pose import layout as L
 from ..pose.regions import DEFAULT_MIN_SCORE, check_regions, frame_region_masks, label_map
 from ..pose.sequence import PoseSequence
 from ..pose.similarity import rigid_alignment_error
-from .grid import TokenGrid
+from .grid import SPATIAL_STRIDE, TokenGrid
 
 MODES = ("exact", "pooled")
 # Within a frame, tokens are grouped by region in this order (background last), so that a
@@ -299,7 +299,7 @@ def token_regions(kp: np.ndarray, grid: TokenGrid, regions: tuple[str, ...],
     n = grid.tokens_per_frame
     union = {rid: np.zeros((grid.latent_frames, n), dtype=bool) for rid in L.REGION_PRIORITY}
     for f in range(grid.num_frames):
-        for rid, m in frame_region_masks(kp[f], centers, 16.0, min_score).items():
+        for rid, m in frame_region_masks(kp[f], centers, float(SPATIAL_STRIDE), min_score).items():
             union[rid][li[f]] |= m
     return np.stack([label_map({r: union[r][t] for r in union}, regions) for t in range(grid.latent_frames)])
 
