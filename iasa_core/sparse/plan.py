@@ -158,9 +158,9 @@ class SparsePlan:
     # ---- masks -----------------------------------------------------------------------------
     def allowed(self, q_idx: torch.Tensor, k_idx: torch.Tensor) -> torch.Tensor:
         """Exact token rule for original indices: same frame, or a top-K frame and same region."""
-        fr = self._torch("token_frame", q_idx.device)
-        rg = self._torch("token_region", q_idx.device)
-        ga = self._torch("frame_allowed", q_idx.device)
+        fr = self.as_tensor("token_frame", q_idx.device)
+        rg = self.as_tensor("token_region", q_idx.device)
+        ga = self.as_tensor("frame_allowed", q_idx.device)
         return pair_rule(fr[q_idx][:, None], fr[k_idx][None, :], rg[q_idx][:, None], rg[k_idx][None, :], ga,
                          self.config.local)
 
@@ -188,11 +188,11 @@ class SparsePlan:
         inside = qin[:, :, None] & kin[:, None, :]
         if self.mode == "pooled":
             return inside
-        perm = self._torch("perm", device)
+        perm = self.as_tensor("perm", device)
         qi, ki = perm[qpos.clamp(max=s - 1)], perm[kpos.clamp(max=s - 1)]
-        fr = self._torch("token_frame", device)
-        rg = self._torch("token_region", device)
-        ga = self._torch("frame_allowed", device)
+        fr = self.as_tensor("token_frame", device)
+        rg = self.as_tensor("token_region", device)
+        ga = self.as_tensor("frame_allowed", device)
         rule = pair_rule(fr[qi][:, :, None], fr[ki][:, None, :], rg[qi][:, :, None], rg[ki][:, None, :], ga,
                          self.config.local)
         return inside & rule
@@ -221,7 +221,8 @@ class SparsePlan:
         }
 
     # ---- internals -------------------------------------------------------------------------
-    def _torch(self, name: str, device: torch.device) -> torch.Tensor:
+    def as_tensor(self, name: str, device: torch.device | str) -> torch.Tensor:
+        """A plan array (perm, inv_perm, token_frame, ...) as a tensor on ``device``, cached."""
         key = (name, str(device))
         if key not in self._cache:
             self._cache[key] = torch.as_tensor(getattr(self, name), device=device)

@@ -72,8 +72,8 @@ def flashinfer_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan
         raise TypeError(f"the flashinfer backend takes float16 or bfloat16 tensors, got {q.dtype}; cast q, k, v "
                         "or use backend='gather'")
     wrapper = _wrapper(plan, q, k.shape[2], scale)
-    perm = plan._torch("perm", q.device)
-    inv = plan._torch("inv_perm", q.device)
+    perm = plan.as_tensor("perm", q.device)
+    inv = plan.as_tensor("inv_perm", q.device)
     pad = plan.num_blocks * plan.block_size - plan.seq_len
     qp = q.index_select(1, perm)
     kp = F.pad(k.index_select(1, perm), (0, 0, 0, 0, 0, pad))

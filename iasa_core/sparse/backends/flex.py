@@ -92,8 +92,8 @@ def flex_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pla
         raise RuntimeError(f"the flex backend cannot run: {why}")
     if compiled is None:
         compiled = compiler_available(q.device)
-    perm = torch.as_tensor(plan.perm, device=q.device)
-    inv = torch.as_tensor(plan.inv_perm, device=q.device)
+    perm = plan.as_tensor("perm", q.device)
+    inv = plan.as_tensor("inv_perm", q.device)
     qp, kp, vp = (t.index_select(1, perm).transpose(1, 2) for t in (q, k, v))
     out = _flex_fn(bool(compiled))(qp, kp, vp, block_mask=block_mask_for(plan, q.device), scale=scale)
     return out.transpose(1, 2).index_select(1, inv)
