@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 from PIL import Image
 
 from conftest import ROOT
@@ -46,7 +47,7 @@ def test_mask_errors_are_one_clear_line(tmp_path, capsys):
 
 def test_bench_case_reports_numbers():
     lines = []
-    res = run_case(AttentionCase("tiny", 64, 96, 9, 2, 16, "float32"), __import__("torch").device("cpu"),
+    res = run_case(AttentionCase("tiny", 64, 96, 9, 2, 16, "float32"), torch.device("cpu"),
                    repeats=1, backends=("dense", "gather", "flashinfer"), log=lines.append)
     assert res["seq_len"] == 3 * 4 * 6
     assert 0 < res["density"] <= 1 and res["ideal_speedup"] == 1 / res["density"]

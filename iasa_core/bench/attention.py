@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -12,7 +11,6 @@ import torch.nn.functional as F
 from ..pose.synthetic import synthetic_keypoints
 from ..sparse import build_plan
 from ..sparse.attention import available_backends, sparse_attention
-from ..sparse.backends.flex import flex_sparse_attention
 
 
 @dataclass(frozen=True)
@@ -83,23 +81,13 @@ def run_case(case: AttentionCase, device: torch.device, top_k: int = 2, mode: st
             result["backends"][name] = {"skipped": why}
             log(f"  {name:<24} skipped: {why}")
             continue
-        if name == "flex":
-            # Compilation happens on the first call: time it apart from the steady state.
-            t1 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                flex_sparse_attention(q, k, v, plan)
-            first = time.perf_counter() - t1
+        def fn(name=name):
+            return sparse_attention(q, k, v, plan, backend=name)
 
-            def fn():
-                return flex_sparse_attention(q, k, v, plan)
-        else:
-            t1 = time.perf_counter()
-            sparse_attention(q, k, v, plan, backend=name)
-            first = time.perf_counter() - t1
-
-            def fn(name=name):
-                return sparse_attention(q, k, v, plan, backend=name)
+        # The first call plans or compiles (flex, flashinfer): time it apart from the steady state.
+        t1 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t1
         secs = _time(fn, device, repeats)
         speed = dense_s / secs
         entry = {"seconds": secs, "first_call_s": first, "speedup_vs_dense_sdpa": speed,

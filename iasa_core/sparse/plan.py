@@ -228,15 +228,20 @@ class SparsePlan:
             self._cache[key] = torch.as_tensor(getattr(self, name), device=device)
         return self._cache[key]
 
-    def _block_histogram(self) -> np.ndarray:
+    def block_histogram(self) -> np.ndarray:
         """(nb, T, R) count of tokens per block, frame and region label."""
         nb, t, r = self.num_blocks, self.grid.latent_frames, L.NUM_REGION_LABELS
         flat = (self.token_block * t + self.token_frame) * r + self.token_region
         return np.bincount(flat, minlength=nb * t * r).reshape(nb, t, r).astype(np.float64)
 
     def _allowed_counts(self) -> np.ndarray:
-        """(nb, nb) number of allowed token pairs per block under the exact rule."""
-        h = self._block_histogram()
+        """(nb, nb) number of allowed token pairs per block under the exact rule (computed once)."""
+        if "allowed_counts" not in self._cache:
+            self._cache["allowed_counts"] = self._count_allowed()
+        return self._cache["allowed_counts"]
+
+    def _count_allowed(self) -> np.ndarray:
+        h = self.block_histogram()
         hf = h.sum(2)
         cross_frames = (self.frame_allowed & ~np.eye(len(self.frame_allowed), dtype=bool)).astype(np.float64)
         counts = hf @ hf.T

@@ -19,7 +19,7 @@ def block_pattern_image(plan: SparsePlan, max_side: int = 1024) -> Image.Image:
     Partly allowed blocks are drawn in a paler shade; black lines mark latent-frame starts.
     """
     nb = plan.num_blocks
-    hist = plan._block_histogram()  # (nb, T, R)
+    hist = plan.block_histogram()  # (nb, T, R)
     frames_of = hist.sum(2) > 0  # (nb, T)
     region_counts = hist.sum(1)[:, 1:]  # (nb, R-1), background left out
     dominant = np.where(region_counts.sum(1) > 0, region_counts.argmax(1) + 1, L.BACKGROUND)

@@ -7,6 +7,8 @@ head_dim, scale) and cached on the plan; `run` is then called per layer, step an
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,15 +20,22 @@ _INSTALL_HINT = ("install it with `pip install flashinfer-python` (or `pip insta
                  "kernels are JIT-compiled with nvcc on first use")
 
 
+@functools.lru_cache(maxsize=1)
+def _import_error() -> str:
+    """'' when flashinfer imports, else why not (tried once: a failed import is slow to repeat)."""
+    try:
+        import flashinfer.sparse  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install failing on import
+        return f"flashinfer is not importable ({exc}); {_INSTALL_HINT}"
+    return ""
+
+
 def flashinfer_available(device: torch.device | None = None) -> tuple[bool, str]:
     """Whether the FlashInfer backend can run here, and if not, why."""
     if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
         return False, "FlashInfer needs CUDA tensors on an NVIDIA GPU; use backend='gather' on CPU"
-    try:
-        import flashinfer.sparse  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install failing on import
-        return False, f"flashinfer is not importable ({exc}); {_INSTALL_HINT}"
-    return True, ""
+    why = _import_error()
+    return not why, why
 
 
 def bsr_mask(plan: SparsePlan, device: torch.device, chunk: int = 2048) -> torch.Tensor | None:
