@@ -1,0 +1,158 @@
+"""The whole stage-2 model: pose-conditioned denoiser, Wan VAE, CLIP-vision encoder and the stored prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan
+from torch import nn
+from torch.nn import functional as F
+
+from ..pose.layout import ALL_REGIONS
+from .pose_wan import Condition, PoseWanTransformer
+from .presets import PoseWanConfig
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_SCHEDULE = {"kind": "student", "timesteps": [1000, 750, 500, 250], "shift": 5.0}
+DEFAULT_SPARSE = {"top_k": 2, "block_size": 128, "mode": "exact", "regions": list(ALL_REGIONS), "local": True,
+                  "sink_first": False, "causal": True}
+
+
+def build_image_encoder(config: dict[str, Any] | None) -> nn.Module | None:
+    """A transformers CLIPVisionModel from a config dict (Wan uses its penultimate hidden states)."""
+    if config is None:
+        return None
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    return CLIPVisionModel(CLIPVisionConfig(**config))
+
+
+@dataclass
+class PoseWanSystem:
+    """Everything stage 2 runs, with the student's default schedule and sparse settings."""
+
+    config: PoseWanConfig
+    denoiser: PoseWanTransformer
+    vae: AutoencoderKLWan
+    image_encoder: nn.Module | None
+    prompt_embeds: torch.Tensor  # (L <= text_len, text_dim): the prompt the student was distilled with
+    schedule: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SCHEDULE))
+    sparse: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SPARSE))
+    source: str = ""
+
+    @classmethod
+    def random(cls, config: PoseWanConfig, seed: int = 0) -> PoseWanSystem:
+        """Randomly initialised modules (tests, benchmarks, the untrained tiny preset)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            denoiser = PoseWanTransformer(config)
+            vae = AutoencoderKLWan(**config.vae)
+            image_encoder = build_image_encoder(config.image_encoder)
+            prompt = torch.randn(min(16, config.text_len), config.text_dim) * 0.1
+        system = cls(config, denoiser, vae, image_encoder, prompt, source=f"preset {config.name} (random weights)")
+        system.eval()
+        return system
+
+    def eval(self) -> PoseWanSystem:
+        """Inference mode for every module."""
+        for m in self.modules():
+            m.eval().requires_grad_(False)
+        return self
+
+    def modules(self) -> list[nn.Module]:
+        """The torch modules, skipping absent ones."""
+        return [m for m in (self.denoiser, self.vae, self.image_encoder) if m is not None]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> PoseWanSystem:
+        """Move the denoiser (in ``dtype``), the VAE and the image encoder (kept in float32 on CPU)."""
+        device = torch.device(device) if device is not None else self.device
+        self.denoiser.to(device=device, dtype=dtype)
+        # The VAE and CLIP run once per video; fp32 keeps their outputs stable at little cost.
+        vae_dtype = dtype if (dtype is not None and device.type == "cuda") else torch.float32
+        self.vae.to(device=device, dtype=vae_dtype)
+        if self.image_encoder is not None:
+            self.image_encoder.to(device=device, dtype=vae_dtype)
+        self.prompt_embeds = self.prompt_embeds.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Where the denoiser lives."""
+        return next(self.denoiser.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The denoiser's parameter dtype."""
+        return next(self.denoiser.parameters()).dtype
+
+    # -- conditioning -------------------------------------------------------------------------------
+
+    def text_context(self, prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """(1, text_len, text_dim): the prompt padded with zeros the way Wan pads its UMT5 output."""
+        emb = self.prompt_embeds if prompt_embeds is None else prompt_embeds
+        if emb.ndim == 3:
+            emb = emb[0]
+        if emb.ndim != 2 or emb.shape[1] != self.config.text_dim:
+            raise ValueError(f"prompt embeddings must be (tokens, {self.config.text_dim}); got {tuple(emb.shape)}")
+        emb = emb[: self.config.text_len]
+        out = torch.zeros(1, self.config.text_len, self.config.text_dim, device=self.device, dtype=self.dtype)
+        out[0, : emb.shape[0]] = emb.to(self.device, self.dtype)
+        return out
+
+    def image_context(self, image: np.ndarray) -> torch.Tensor | None:
+        """CLIP-vision penultimate hidden states of the reference image, (1, N, image_dim)."""
+        if self.image_encoder is None:
+            return None
+        enc = self.image_encoder
+        size = enc.config.image_size
+        p = next(enc.parameters())
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        h, w = x.shape[-2:]
+        scale = size / min(h, w)
+        x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
+                          antialias=True, align_corners=False)
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        x = x[..., top:top + size, left:left + size].clamp(0, 1)
+        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        x = ((x - mean) / std).to(p.device, p.dtype)
+        hidden = enc(pixel_values=x, output_hidden_states=True).hidden_states[-2]
+        return hidden.to(self.device, self.dtype)
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(self.vae.config.latents_mean, device=like.device, dtype=like.dtype).view(1, -1, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1, 1)
+        return mean, std
+
+    def image_condition(self, image: np.ndarray, num_frames: int) -> torch.Tensor:
+        """I2V condition y (1, 4 + z, F, h, w): a first-frame mask over the latents of [image, black, ...]."""
+        vp = next(self.vae.parameters())
+        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+        video = torch.zeros(1, 3, num_frames, *img.shape[-2:])
+        video[0, :, 0] = img
+        latents = self.vae.encode(video.to(vp.device, vp.dtype)).latent_dist.mode()
+        mean, std = self._latent_stats(latents)
+        latents = (latents - mean) / std
+        f, h, w = latents.shape[2:]
+        mask = torch.zeros(1, 4, f, h, w, device=latents.device, dtype=latents.dtype)
+        mask[:, :, 0] = 1.0  # all four frame slots of the first latent frame are the given image
+        return torch.cat([mask, latents], dim=1).to(self.device, self.dtype)
+
+    def condition(self, image: np.ndarray, num_frames: int, prompt_embeds: torch.Tensor | None = None
+                  ) -> Condition:
+        """Reference image + prompt -> the denoiser's Condition for a clip of ``num_frames`` frames."""
+        return Condition(self.image_condition(image, num_frames), self.text_context(prompt_embeds),
+                         self.image_context(image))
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents (1, z, F, h, w) -> frames (T, H, W, 3) uint8."""
+        vp = next(self.vae.parameters())
+        x = latents.to(vp.device, vp.dtype)
+        mean, std = self._latent_stats(x)
+        video = self.vae.decode(x * std + mean).sample  # (1, 3, T, H, W) in [-1, 1]
+        frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return frames.permute(1, 2, 3, 0).cpu().numpy()

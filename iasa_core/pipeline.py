@@ -1,0 +1,206 @@
+"""Stage 2 end to end: reference image + pose sequence -> video frames (used by the CLI and the nodes alike)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .model.pose_wan import Condition, PoseFeatures
+from .model.sparse_patch import sparse_attention_enabled
+from .model.system import PoseWanSystem
+from .pose.sequence import PoseSequence
+from .sampling.samplers import cfg_combine, sample_student, sample_teacher
+from .sampling.schedules import sigma_to_timestep, student_sigmas, teacher_sigmas
+from .sampling.windows import MAX_WINDOW_FRAMES, latent_frames, plan_windows, windowed
+from .sparse.grid import SPATIAL_STRIDE
+from .sparse.plan import PlanConfig, SparsePlan, build_plan
+
+ASPECT_TOLERANCE = 0.01
+
+
+@dataclass
+class GenerateOptions:
+    """How to sample; ``None`` fields take the model's stored defaults."""
+
+    sampler: str = "auto"                 # "student" (few-step), "teacher" (Euler + CFG) or "auto": the model's kind
+    timesteps: list[float] | None = None  # student timesteps out of 1000
+    steps: int = 30                       # teacher Euler steps
+    guidance: float = 5.0                 # teacher CFG scale (pose and image dropped in the unconditional branch)
+    shift: float | None = None
+    seed: int = 0
+    sparse: bool = True                   # IASA self-attention; False runs dense attention
+    top_k: int | None = None
+    block_size: int | None = None
+    mode: str | None = None
+    backend: str = "auto"
+    window_frames: int = MAX_WINDOW_FRAMES
+    overlap_latents: int = 4
+    size: tuple[int, int] | None = None   # (H, W) of the video; default: the image's, rounded down to 16
+    pose_bgr: bool | None = None          # swap R/B in pose images (UniAnimate-trained weights expect it)
+    negative_prompt_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class GenerationResult:
+    """Frames (T, H, W, 3) uint8 at ``fps`` plus what it took."""
+
+    frames: np.ndarray
+    fps: float
+    timings: dict[str, float] = field(default_factory=dict)
+    plans: list[dict[str, Any]] = field(default_factory=list)
+    denoiser_calls: int = 0
+
+
+def plan_options(sparse: dict[str, Any]) -> dict[str, Any]:
+    """The stored sparse settings that ``build_plan`` takes (unknown keys are an error, not ignored)."""
+    known = {f.name for f in dataclasses.fields(PlanConfig)}
+    unknown = set(sparse) - known
+    if unknown:
+        raise ValueError(f"unknown sparse settings {sorted(unknown)}; expected some of {sorted(known)}")
+    out = dict(sparse)
+    if out.get("regions") is not None:
+        out["regions"] = tuple(out["regions"])
+    return out
+
+
+def video_size(image_hw: tuple[int, int], size: tuple[int, int] | None) -> tuple[int, int]:
+    """The output size: the one asked for, or the image's rounded down to the token stride."""
+    if size is not None:
+        h, w = size
+        if h % SPATIAL_STRIDE or w % SPATIAL_STRIDE or h <= 0 or w <= 0:
+            raise ValueError(f"video size {h}x{w} must be positive multiples of {SPATIAL_STRIDE}")
+        return h, w
+    h, w = (max(SPATIAL_STRIDE, v // SPATIAL_STRIDE * SPATIAL_STRIDE) for v in image_hw)
+    return h, w
+
+
+def fit_poses(poses: PoseSequence, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """The poses' keypoints rescaled from their canvas to the video size; the canvas must match the image."""
+    ih, iw = image_hw
+    if abs(poses.width / poses.height - iw / ih) > ASPECT_TOLERANCE * (iw / ih):
+        raise ValueError(
+            f"the poses were made for a {poses.width}x{poses.height} canvas but the reference image is {iw}x{ih} "
+            "(width x height): their shapes differ. Make the poses from this image (motion --ref-image, or "
+            "pose --image) or crop the image to the poses' aspect ratio")
+    kp = poses.keypoints.astype(np.float32).copy()
+    oh, ow = out_hw
+    kp[..., 0] *= ow / poses.width
+    kp[..., 1] *= oh / poses.height
+    return kp
+
+
+def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image with antialiasing."""
+    if image.shape[:2] == tuple(hw):
+        return image
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def pad_to_4n1(keypoints: np.ndarray) -> np.ndarray:
+    """Repeat the last pose so the frame count is 4n+1 (the VAE's temporal grid)."""
+    n = len(keypoints)
+    target = 4 * math.ceil((n - 1) / 4) + 1
+    if target == n:
+        return keypoints
+    return np.concatenate([keypoints, np.repeat(keypoints[-1:], target - n, axis=0)], axis=0)
+
+
+def _render(keypoints: np.ndarray, hw: tuple[int, int], bgr: bool) -> torch.Tensor:
+    from .pose.render import RenderStyle, render_poses_tensor
+
+    return render_poses_tensor(keypoints, hw[0], hw[1], RenderStyle(bgr=bgr))
+
+
+def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
+                   options: GenerateOptions | None = None, *,
+                   callback: Callable[[int, int], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> GenerationResult:
+    """Animate the person in ``image`` (H, W, 3 uint8) along ``poses`` with the stage-2 model."""
+    opt = options or GenerateOptions()
+    t_start = time.perf_counter()
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"reference image must be (height, width, 3) uint8; got {image.shape} {image.dtype}")
+    if len(poses) < 1:
+        raise ValueError("the pose sequence is empty")
+    hw = video_size(image.shape[:2], opt.size)
+    keypoints = pad_to_4n1(fit_poses(poses, image.shape[:2], hw))
+    image = resize_image(image, hw)
+    device, dtype = system.device, system.dtype
+    kind = system.schedule.get("kind", "student") if opt.sampler == "auto" else opt.sampler
+    if kind not in ("student", "teacher"):
+        raise ValueError(f"sampler must be 'student', 'teacher' or 'auto'; got {opt.sampler!r}")
+    shift = opt.shift if opt.shift is not None else float(system.schedule.get("shift", 5.0))
+    bgr = bool(system.schedule.get("pose_bgr", False)) if opt.pose_bgr is None else opt.pose_bgr
+
+    num_latents = latent_frames(len(keypoints))
+    if opt.window_frames < 5 or (opt.window_frames - 1) % 4:
+        raise ValueError(f"window_frames must be 4n+1 and at least 5; got {opt.window_frames}")
+    windows = plan_windows(num_latents, latent_frames(opt.window_frames), opt.overlap_latents)
+    win_frames = 4 * (windows[0].length - 1) + 1
+
+    with torch.no_grad():
+        pose_video = _render(keypoints, hw, bgr)[None].to(device)  # (1, 3, T, H, W) in 0..255
+        condition = system.condition(image, win_frames)
+        ref = system.denoiser.ref_pose_encoder(pose_video[:, :, 0]).to(dtype)
+        features = [PoseFeatures(system.denoiser.pose_encoder(pose_video[:, :, w.video_frames]).to(dtype), ref)
+                    for w in windows]
+    sp = dict(system.sparse)
+    for key in ("top_k", "block_size", "mode"):
+        if getattr(opt, key) is not None:
+            sp[key] = getattr(opt, key)
+    plans: list[SparsePlan | None] = []
+    for w in windows:
+        plans.append(build_plan(keypoints[w.video_frames], hw, **plan_options(sp)) if opt.sparse else None)
+    t_cond = time.perf_counter()
+
+    calls = [0]
+    if kind == "teacher" and opt.guidance != 1.0:
+        neg = opt.negative_prompt_embeds
+        uncond = Condition(torch.zeros_like(condition.y), system.text_context(neg) if neg is not None
+                           else condition.text,
+                           torch.zeros_like(condition.image) if condition.image is not None else None)
+        both = Condition(torch.cat([condition.y, uncond.y]), torch.cat([condition.text, uncond.text]),
+                         torch.cat([condition.image, uncond.image]) if condition.image is not None else None)
+        feats = [PoseFeatures(torch.cat([f.video, torch.zeros_like(f.video)]),
+                              torch.cat([f.ref, torch.zeros_like(f.ref)])) for f in features]
+    else:
+        both, feats = condition, features
+
+    def predict_window(i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        xb = x.expand(both.y.shape[0], -1, -1, -1, -1)
+        t = torch.full((xb.shape[0],), sigma_to_timestep(sigma), device=device, dtype=torch.float32)
+        with sparse_attention_enabled(system.denoiser, plans[i], opt.backend):
+            v = system.denoiser(xb, t, both, feats[i])
+        calls[0] += 1
+        return cfg_combine(v[:1], v[1:], opt.guidance) if v.shape[0] == 2 else v
+
+    predict = windowed(predict_window, windows, num_latents)
+    generator = torch.Generator().manual_seed(int(opt.seed))
+    h, w = hw[0] // 8, hw[1] // 8
+    z = system.config.transformer["out_channels"]
+    noise = torch.randn((1, z, num_latents, h, w), generator=generator).to(device, dtype)
+    with torch.no_grad():
+        if kind == "student":
+            timesteps = opt.timesteps or system.schedule.get("timesteps", [1000, 750, 500, 250])
+            x0 = sample_student(predict, noise, student_sigmas(timesteps, shift), generator=generator,
+                                callback=callback, cancel=cancel)
+        else:
+            x0 = sample_teacher(predict, noise, teacher_sigmas(opt.steps, shift), callback=callback, cancel=cancel)
+        t_sample = time.perf_counter()
+        frames = system.decode(x0)[: len(poses)]
+    t_end = time.perf_counter()
+    return GenerationResult(
+        frames, float(poses.fps),
+        timings={"conditioning_s": t_cond - t_start, "sampling_s": t_sample - t_cond, "decode_s": t_end - t_sample,
+                 "total_s": t_end - t_start},
+        plans=[p.to_summary() for p in plans if p is not None], denoiser_calls=calls[0])

@@ -1,0 +1,113 @@
+"""`python -m iasa_core render-poses poses.json --out poses.mp4`: skeleton video or PNG frames."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+_VIDEO_EXTS = (".mp4", ".mov", ".mkv")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the `render-poses` sub-command on an argparse sub-parsers object."""
+    p = subparsers.add_parser(
+        "render-poses", help="draw POSE_KEYPOINT JSON as skeleton images (mp4 or a folder of PNGs)",
+        description="Draw poses as OpenPose-style skeleton images, the pose conditioning of stage 2.")
+    p.add_argument("poses", help="POSE_KEYPOINT JSON (one dict per video frame, e.g. from `motion` or DWPose)")
+    p.add_argument("--out", required=True,
+                   help="output .mp4 (H.264), or a folder to write frame_00000.png ... into")
+    p.add_argument("--size", help="image size HxW, e.g. 512x512 (default: the poses' canvas)")
+    p.add_argument("--fps", type=float, help="video frame rate (default: the poses' fps)")
+    p.add_argument("--face", action="store_true", help="draw the 68 face points (UniAnimate's images have none)")
+    p.add_argument("--no-hands", action="store_true", help="leave the hands out")
+    p.add_argument("--bgr", action="store_true",
+                   help="swap red and blue, as the images UniAnimate-trained weights were trained on")
+    p.add_argument("--min-score", type=float, default=0.3, help="draw points with at least this score (default 0.3)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace("*", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"--size must look like HxW, e.g. 512x512; got {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"--size must be positive, got {text!r}")
+    return h, w
+
+
+def run(args) -> int:
+    """Render the poses file given on the command line; returns 0 (errors raise ValueError etc.)."""
+    from .render import RenderStyle, render_poses
+    from .sequence import PoseSequence
+
+    size = _parse_size(args.size) if args.size else None
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise ValueError(f"--fps must be a positive number, got {args.fps}")
+    if not math.isfinite(args.min_score) or args.min_score < 0:
+        raise ValueError(f"--min-score must be a number >= 0, got {args.min_score}")
+    out = Path(args.out)
+    is_video = out.suffix.lower() in _VIDEO_EXTS
+    if not is_video and out.suffix and not out.is_dir():
+        raise ValueError(f"--out {args.out}: expected a video file ({', '.join(_VIDEO_EXTS)}) or a folder "
+                         f"for PNG frames (a name without an extension)")
+    if not is_video and out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out}: exists and is not a folder")
+
+    seq = PoseSequence.load_json(args.poses)
+    h, w = size or (seq.height, seq.width)
+    style = RenderStyle(hands=not args.no_hands, face=args.face, min_score=args.min_score, bgr=args.bgr)
+    frames = render_poses(seq, h, w, style)
+    fps = args.fps if args.fps is not None else seq.fps
+
+    if is_video:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writer = _writer()
+        writer(out, frames, fps)
+        where = f"{out} ({fps:g} fps)"
+    else:
+        from PIL import Image
+
+        out.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(out / f"frame_{i:05d}.png")
+        where = f"{out}{os.sep}frame_00000.png ... frame_{len(frames) - 1:05d}.png"
+    colours = "BGR" if args.bgr else "RGB"
+    print(f"{len(frames)} pose frames at {h}x{w} ({colours}) written to {where}")
+    return 0
+
+
+def _writer():
+    """iasa_core.media.write_video when it exists, else the local PyAV fallback."""
+    try:
+        from ..media import write_video
+    except ImportError:
+        return _write_mp4
+    return lambda path, frames, fps: write_video(path, frames, fps)
+
+
+def _write_mp4(path, frames: np.ndarray, fps: float) -> None:
+    """H.264 yuv420p with PyAV; odd sizes get one black row/column (the background is black)."""
+    import av
+
+    T, H, W, _ = frames.shape
+    ph, pw = H % 2, W % 2
+    if ph or pw:
+        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)))
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = W + pw, H + ph
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "12", "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
