@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 
+    from . import generate_cli
+    from .pose import render_cli
+
+    generate_cli.add_parser(sub)
+    render_cli.add_parser(sub)
+
     d = sub.add_parser("demo", help="audio + image -> talking video on the embedded model (not yet built)")
     d.set_defaults(func=cmd_demo)
     return p

@@ -101,7 +101,7 @@ def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Resize an (H, W, 3) uint8 image with antialiasing."""
     if image.shape[:2] == tuple(hw):
         return image
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 __all__ = ["resolve_model_file", "resolve_model_dir"]
 
@@ -70,7 +70,7 @@ def resolve_model_file(
         searched.append(str(given))
     dirs = [Path(d).expanduser() for d in search_dirs]
     for d in dirs:
-        searched.append(str(d))
+        searched.append(str(d) if d.is_dir() else f"{d} (does not exist)")
         if d.is_dir():
             hit = _find_in_dir(d, name)
             if hit is not None:

@@ -73,9 +73,13 @@ class PoseWanSystem:
         self.denoiser.to(device=device, dtype=dtype)
         # The VAE and CLIP run once per video; fp32 keeps their outputs stable at little cost.
         vae_dtype = dtype if (dtype is not None and device.type == "cuda") else torch.float32
-        self.vae.to(device=device, dtype=vae_dtype)
-        if self.image_encoder is not None:
-            self.image_encoder.to(device=device, dtype=vae_dtype)
+        for module in (self.vae, self.image_encoder):
+            if module is None:
+                continue
+            if next(module.parameters()).dtype == vae_dtype:
+                module.to(device=device)  # diffusers warns on any dtype cast, even a no-op one
+            else:
+                module.to(device=device, dtype=vae_dtype)
         self.prompt_embeds = self.prompt_embeds.to(device)
         return self
 
@@ -110,7 +114,7 @@ class PoseWanSystem:
         enc = self.image_encoder
         size = enc.config.image_size
         p = next(enc.parameters())
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
         h, w = x.shape[-2:]
         scale = size / min(h, w)
         x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
@@ -131,7 +135,7 @@ class PoseWanSystem:
     def image_condition(self, image: np.ndarray, num_frames: int) -> torch.Tensor:
         """I2V condition y (1, 4 + z, F, h, w): a first-frame mask over the latents of [image, black, ...]."""
         vp = next(self.vae.parameters())
-        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+        img = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 127.5 - 1.0
         video = torch.zeros(1, 3, num_frames, *img.shape[-2:])
         video[0, :, 0] = img
         latents = self.vae.encode(video.to(vp.device, vp.dtype)).latent_dist.mode()

@@ -18,9 +18,10 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -142,7 +143,7 @@ def _strip_prefix(key: str, prefixes: Iterable[str]) -> str:
     """Remove the first matching prefix from a key."""
     for p in prefixes:
         if key.startswith(p):
-            return key[len(p):]
+            return key[len(p) :]
     return key
 
 
@@ -335,8 +336,7 @@ def _unwrap_checkpoint(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """Return the tensor dict inside a torch.load result (unwrapping 'state_dict'/'module')."""
     if not isinstance(obj, Mapping):
         raise ValueError(
-            f"{path} holds a {type(obj).__name__}, not a dictionary of tensors. "
-            f"Accepted: {_ACCEPTED}."
+            f"{path} holds a {type(obj).__name__}, not a dictionary of tensors. Accepted: {_ACCEPTED}."
         )
     has_tensors = any(isinstance(v, torch.Tensor) for v in obj.values())
     for wrapper in ("state_dict", "module"):
@@ -345,8 +345,7 @@ def _unwrap_checkpoint(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ValueError(
-            f"{path} contains no tensors (top-level keys: {_examples(map(str, obj))}). "
-            f"Accepted: {_ACCEPTED}."
+            f"{path} contains no tensors (top-level keys: {_examples(map(str, obj))}). Accepted: {_ACCEPTED}."
         )
     dropped = [str(k) for k in obj if not isinstance(obj[k], torch.Tensor)]
     if dropped:
@@ -480,7 +479,7 @@ def _lora_module_name(base: str) -> str | None:
         changed, path = stripped != path, stripped
     for kp in _KOHYA_PREFIXES:
         if path.startswith(kp):
-            rest = path[len(kp):]
+            rest = path[len(kp) :]
             m = re.match(r"^blocks_(\d+)_(.+)$", rest)
             dotted = (
                 f"blocks.{m.group(1)}.{_KOHYA_BLOCK[m.group(2)]}"
@@ -522,8 +521,7 @@ def parse_lora(
     for key, value in state_dict.items():
         if key.endswith(".dora_scale"):
             raise ValueError(
-                f"The LoRA contains DoRA keys such as {key!r}; DoRA is not supported. "
-                "Use a plain LoRA file."
+                f"The LoRA contains DoRA keys such as {key!r}; DoRA is not supported. Use a plain LoRA file."
             )
         split = _split_lora_key(key)
         module = None if split is None else _lora_module_name(split[0])
@@ -544,11 +542,17 @@ def parse_lora(
         else:
             setattr(entry, role, value)
     if unplaced:
+        hint = (
+            " The file also holds UniAnimate pose-encoder weights: split them off with "
+            "unianimate_to_ours first."
+            if any("dwpose_embedding" in k or "randomref_embedding_pose" in k for k in unplaced)
+            else ""
+        )
         raise ValueError(
             f"{len(unplaced)} key(s) of the LoRA do not name a Wan2.1 transformer layer in any "
             f"known LoRA format: {_examples(unplaced)}. Expected names such as "
             "'diffusion_model.blocks.0.self_attn.q.lora_down.weight' or "
-            "'transformer.blocks.0.attn1.to_q.lora_A.weight'. Is this a LoRA for another model?"
+            "'transformer.blocks.0.attn1.to_q.lora_A.weight'. Is this a LoRA for another model?" + hint
         )
     default_alpha = _metadata_alpha(metadata)
     for entry in deltas.values():
@@ -589,7 +593,6 @@ def _low_rank_shape(entry: LoraDelta) -> tuple[int, ...]:
 
 
 def _resolve_target(
-    root: torch.nn.Module,
     name: str,
     modules: Mapping[str, torch.nn.Module],
     params: Mapping[str, torch.nn.Parameter],
@@ -612,16 +615,12 @@ def _shape_error(key: str, module: str, lora_shape: Any, weight_shape: Any, what
     )
 
 
-def _plan_entry(
-    entry: LoraDelta, name: str, target: tuple[torch.Tensor | None, torch.Tensor | None]
-) -> None:
+def _plan_entry(entry: LoraDelta, name: str, target: tuple[torch.Tensor | None, torch.Tensor | None]) -> None:
     """Check every tensor of one LoRA entry against the model's weight and bias shapes."""
     weight, bias = target
     if entry.down is not None or entry.diff is not None:
         if weight is None:
-            raise ValueError(
-                f"LoRA key {entry.first_key()!r} targets module {name!r}, which has no weight."
-            )
+            raise ValueError(f"LoRA key {entry.first_key()!r} targets module {name!r}, which has no weight.")
     if entry.down is not None:
         shape = _low_rank_shape(entry)
         if shape != tuple(weight.shape):
@@ -631,8 +630,7 @@ def _plan_entry(
     if entry.diff_b is not None:
         if bias is None:
             raise ValueError(
-                f"LoRA key {entry.keys['diff_b']!r} changes the bias of module {name!r}, "
-                "which has no bias."
+                f"LoRA key {entry.keys['diff_b']!r} changes the bias of module {name!r}, which has no bias."
             )
         if tuple(entry.diff_b.shape) != tuple(bias.shape):
             raise _shape_error(entry.keys["diff_b"], name, entry.diff_b.shape, bias.shape, "bias difference")
@@ -657,7 +655,7 @@ def merge_lora(
     # Check everything before touching any weight, so a bad LoRA leaves the model intact.
     for entry in deltas.values():
         name = prefix + entry.module
-        target = _resolve_target(module, name, modules, params)
+        target = _resolve_target(name, modules, params)
         if target is None:
             close = difflib.get_close_matches(name, list(modules) + list(params), n=3)
             hint = f" Closest names in the model: {_examples(close)}." if close else ""

@@ -1,0 +1,100 @@
+"""`python -m iasa_core generate --poses P.json --image REF.png --model PRESET_OR_PATH --out out.mp4`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from .sparse.grid import parse_size
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _lora(text: str) -> tuple[str, float]:
+    path, sep, strength = text.rpartition(":")
+    if sep and path and strength.replace(".", "", 1).lstrip("-").isdigit():
+        return path, float(strength)
+    return text, 1.0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the `generate` sub-command."""
+    p = subparsers.add_parser("generate", help="reference image + poses -> video with the stage-2 model",
+                              description="Animate the person in --image along --poses and write an mp4.")
+    p.add_argument("--poses", required=True, help="POSE_KEYPOINT JSON (from `motion` or `pose`); sets the fps")
+    p.add_argument("--image", required=True, help="reference image of the person (any image format)")
+    p.add_argument("--model", default="tiny",
+                   help="preset name (tiny, wan2.1-1.3b, wan2.1-i2v-14b: random weights), an IASA student "
+                        ".safetensors, a Wan single file, a diffusers folder or an HF repo id (default tiny)")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--audio", help="audio to put in the video (e.g. the speech the poses were made from)")
+    p.add_argument("--size", help="video size HxW, multiples of 16 (default: the image's, rounded down)")
+    p.add_argument("--sampler", choices=("auto", "student", "teacher"), default="auto",
+                   help="auto: the model's own kind (students: 4 steps; Wan teachers: Euler + CFG)")
+    p.add_argument("--steps", type=int, default=30, help="teacher Euler steps (default 30)")
+    p.add_argument("--timesteps", help="student timesteps out of 1000, comma-separated (default 1000,750,500,250)")
+    p.add_argument("--guidance", type=float, default=5.0, help="teacher CFG scale (default 5)")
+    p.add_argument("--shift", type=float, help="timestep shift (default: the model's, 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dense", action="store_true", help="dense self-attention instead of IASA")
+    p.add_argument("--top-k", type=int, help="past latent frames each frame attends to (default: the model's)")
+    p.add_argument("--backend", default="auto", choices=("auto", "dense", "gather", "flex", "flashinfer"))
+    p.add_argument("--window-frames", type=int, default=81, help="frames per window of long videos (4n+1)")
+    p.add_argument("--overlap", type=int, default=4, help="latent frames shared by consecutive windows")
+    p.add_argument("--lora", action="append", default=[], type=_lora, metavar="PATH[:STRENGTH]",
+                   help="merge a LoRA (community Wan or diffusers format); repeatable")
+    p.add_argument("--pose-weights", help="UniAnimate-DiT checkpoint with the pose encoders (Wan files only)")
+    p.add_argument("--vae", help="Wan2.1 VAE: file, diffusers folder or repo id (Wan files only)")
+    p.add_argument("--image-encoder", help="CLIP vision encoder folder or repo id (Wan files only)")
+    p.add_argument("--models", action="append", default=[], help="folder to look for model files in; repeatable")
+    p.add_argument("--download", action="store_true", help="allow downloads from the HF hub")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="denoiser dtype (default: bfloat16 on CUDA, else float32)")
+    p.add_argument("--bgr-poses", action="store_true", help="swap R/B of pose images (UniAnimate weights)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, sample, write; prints the time of each stage."""
+    from .media import load_image, write_video
+    from .model.loading import load_model
+    from .pipeline import GenerateOptions, generate_video
+    from .pose.sequence import PoseSequence
+
+    poses = PoseSequence.load_json(args.poses)
+    image = load_image(args.image, name="--image")
+    audio = None
+    if args.audio:
+        from .audio import load_audio
+
+        audio = load_audio(args.audio, name="--audio")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    t0 = time.perf_counter()
+    system = load_model(args.model, search_dirs=args.models, allow_download=args.download,
+                        pose_weights=args.pose_weights, vae=args.vae, image_encoder=args.image_encoder,
+                        loras=args.lora, seed=args.seed).to(device, dtype)
+    print(f"model: {system.source} on {device} ({dtype}), loaded in {time.perf_counter() - t0:.1f} s")
+    timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
+    options = GenerateOptions(sampler=args.sampler, timesteps=timesteps, steps=args.steps, guidance=args.guidance,
+                              shift=args.shift, seed=args.seed, sparse=not args.dense, top_k=args.top_k,
+                              backend=args.backend, window_frames=args.window_frames,
+                              overlap_latents=args.overlap, size=parse_size(args.size) if args.size else None,
+                              pose_bgr=True if args.bgr_poses else None)
+
+    def progress(step: int, total: int) -> None:
+        print(f"\rstep {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
+
+    result = generate_video(system, image, poses, options, callback=progress)
+    out = write_video(args.out, result.frames, result.fps, audio=audio)
+    t = result.timings
+    n, (h, w) = len(result.frames), result.frames.shape[1:3]
+    density = ", ".join(f"{p['density']:.3f}" for p in result.plans) or "dense"
+    print(f"wrote {out}: {n} frames {w}x{h} at {result.fps:g} fps; conditioning {t['conditioning_s']:.1f} s, "
+          f"sampling {t['sampling_s']:.1f} s ({result.denoiser_calls} denoiser calls), decode "
+          f"{t['decode_s']:.1f} s; block density per window: {density}")
+    return 0
