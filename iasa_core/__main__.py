@@ -67,8 +67,13 @@ def cmd_bench(args) -> int:
         from .bench.attention import bench_attention
 
         result = bench_attention(device=args.device, top_k=args.top_k, mode=args.mode, repeats=args.repeats)
+    elif args.what == "model":
+        from .bench.model import bench_model
+
+        result = bench_model(device=args.device, top_k=args.top_k, mode=args.mode, repeats=args.repeats,
+                             backend=args.backend)
     else:
-        raise CliError(f"unknown benchmark {args.what!r}; available: attention")
+        raise CliError(f"unknown benchmark {args.what!r}; available: attention, model")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
         print(f"results written to {args.json}")
@@ -109,19 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_mask)
 
     b = sub.add_parser("bench", help="benchmarks that print numbers and write JSON")
-    b.add_argument("what", choices=("attention",))
+    b.add_argument("what", choices=("attention", "model"),
+                   help="attention: kernels alone; model: one DiT step dense vs IASA")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.add_argument("--top-k", type=int, default=2)
     b.add_argument("--mode", choices=("exact", "pooled"), default="exact")
     b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--backend", default="auto", help="sparse backend for `bench model` (default auto)")
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 
     from . import generate_cli
+    from .detect import cli as detect_cli
     from .pose import render_cli
 
     generate_cli.add_parser(sub)
     render_cli.add_parser(sub)
+    detect_cli.add_parser(sub)
 
     d = sub.add_parser("demo", help="audio + image -> talking video on the embedded model (not yet built)")
     d.set_defaults(func=cmd_demo)
