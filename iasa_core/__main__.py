@@ -126,11 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import generate_cli
     from .detect import cli as detect_cli
+    from .motion import cli as motion_cli
     from .pose import render_cli
 
     generate_cli.add_parser(sub)
     render_cli.add_parser(sub)
     detect_cli.add_parser(sub)
+    motion_cli.add_parser(sub)
 
     d = sub.add_parser("demo", help="audio + image -> talking video on the embedded model (not yet built)")
     d.set_defaults(func=cmd_demo)

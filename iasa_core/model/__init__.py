@@ -1,1 +1,1 @@
-"""Stage 2 model: the pose-conditioned Wan2.1 student and its loading (not yet built)."""
+"""Stage 2 model: the pose-conditioned Wan2.1 I2V denoiser, presets, checkpoints, loading and the sparse patch."""

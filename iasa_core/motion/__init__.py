@@ -1,1 +1,1 @@
-"""Stage 1 motion: EMAGE, SMPL-X -> 2-D keypoints, procedural audio-driven motion (not yet built)."""
+"""Stage 1 motion: procedural audio-driven motion, EMAGE, and SMPL-X -> WholeBody 2-D keypoints."""

@@ -1,1 +1,1 @@
-"""Samplers: flow-matching schedules, teacher and few-step student, long-video windows (not yet built)."""
+"""Samplers: flow-matching schedules, teacher and few-step student, long-video windows."""
