@@ -10,10 +10,20 @@ import torch
 from PIL import Image
 
 from iasa_core.pose import layout as L
-from iasa_core.pose.render import (BODY_COLORS, BODY_LIMB_COLORS, BODY_LIMBS, FACE_POINT_COLOR,
-                                   HAND_EDGE_COLORS, HAND_EDGES, HAND_POINT_COLOR, RenderStyle,
-                                   render_pose_frame, render_poses, render_poses_tensor)
-from iasa_core.pose.render_cli import add_parser, run
+from iasa_core.pose.render import (
+    BODY_COLORS,
+    BODY_LIMB_COLORS,
+    BODY_LIMBS,
+    FACE_POINT_COLOR,
+    HAND_EDGE_COLORS,
+    HAND_EDGES,
+    HAND_POINT_COLOR,
+    RenderStyle,
+    render_pose_frame,
+    render_poses,
+    render_poses_tensor,
+)
+from iasa_core.pose.render_cli import add_parser
 from iasa_core.pose.sequence import PoseSequence
 from iasa_core.pose.synthetic import synthetic_keypoints
 

@@ -122,7 +122,6 @@ def run_model_case(case: ModelCase, device: torch.device, top_k: int = 2, mode: 
     log(f"  peak memory ({result['peak_memory_kind']}): dense {dense_mem:.0f} MB, IASA {sparse_mem:.0f} MB")
     log(f"  {STUDENT_STEPS}-step student, DiT only: {result['student_fps_dense']:.2f} FPS dense, "
         f"{result['student_fps_iasa']:.2f} FPS IASA (paper: {PAPER_FPS} FPS on an H100, end to end)")
-    del model
     return result
 
 

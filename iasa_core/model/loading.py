@@ -12,7 +12,7 @@ from .checkpoint import is_student_file, load_student
 from .pose_wan import PoseWanTransformer
 from .presets import PRESETS, PoseWanConfig, get_preset
 from .resolve import resolve_model_dir, resolve_model_file
-from .system import PoseWanSystem, build_image_encoder
+from .system import PoseWanSystem
 from .weights import (
     detect_wan_layout,
     infer_wan_config,

@@ -233,7 +233,7 @@ def _draw(img: np.ndarray, kp: np.ndarray, style: RenderStyle, sizes) -> None:
     stick, radius, hand_half, face_r = sizes
     if style.body:
         pts, vis = openpose18(kp, style.min_score)
-        for (i, j), color in zip(BODY_LIMBS, BODY_LIMB_COLORS):
+        for (i, j), color in zip(BODY_LIMBS, BODY_LIMB_COLORS, strict=True):
             if vis[i] and vis[j]:
                 _ellipse(img, pts[i], pts[j], stick, color)
         for i in np.flatnonzero(vis):
@@ -243,7 +243,7 @@ def _draw(img: np.ndarray, kp: np.ndarray, style: RenderStyle, sizes) -> None:
         for hand in (L.LEFT_HAND, L.RIGHT_HAND):
             idx = np.asarray(hand)
             hp, hv = kp[idx, :2], ok[idx]
-            for (i, j), color in zip(HAND_EDGES, HAND_EDGE_COLORS):
+            for (i, j), color in zip(HAND_EDGES, HAND_EDGE_COLORS, strict=True):
                 if hv[i] and hv[j]:
                     _capsule(img, hp[i], hp[j], hand_half, color)
             _discs(img, hp[hv], radius, HAND_POINT_COLOR)
