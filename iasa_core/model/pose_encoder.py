@@ -15,6 +15,16 @@ _REF_LAYERS = ((3, 1, 1), (3, 1, 1), (3, 1, 1), (3, 2, 1), (3, 2, 1))
 LEADING_REPEATS = 3  # the first pose frame is repeated so 4n+1 frames fold to n+1 latent frames
 
 
+def _conv_stack(convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """Pixels 0..255 through the convolutions with SiLU between them (none after the last)."""
+    x = x.to(convs[0].weight.dtype) / 255.0
+    for i, conv in enumerate(convs):
+        x = conv(x)
+        if i < len(convs) - 1:
+            x = F.silu(x)
+    return x
+
+
 class PoseVideoEncoder(nn.Module):
     """Rendered pose video (B, 3, T, H, W) in 0..255 -> features (B, dim, (T+3)//4, H/16, W/16)."""
 
@@ -33,12 +43,7 @@ class PoseVideoEncoder(nn.Module):
         if pose_video.ndim != 5 or pose_video.shape[1] != 3:
             raise ValueError(f"pose video must be (batch, 3, frames, height, width); got {tuple(pose_video.shape)}")
         x = torch.cat([pose_video[:, :, :1].expand(-1, -1, LEADING_REPEATS, -1, -1), pose_video], dim=2)
-        x = x.to(self.convs[0].weight.dtype) / 255.0
-        for i, conv in enumerate(self.convs):
-            x = conv(x)
-            if i < len(self.convs) - 1:
-                x = F.silu(x)
-        return x
+        return _conv_stack(self.convs, x)
 
 
 class RefPoseEncoder(nn.Module):
@@ -58,9 +63,4 @@ class RefPoseEncoder(nn.Module):
         """Encode the reference image's pose."""
         if pose_image.ndim != 4 or pose_image.shape[1] != 3:
             raise ValueError(f"reference pose must be (batch, 3, height, width); got {tuple(pose_image.shape)}")
-        x = pose_image.to(self.convs[0].weight.dtype) / 255.0
-        for i, conv in enumerate(self.convs):
-            x = conv(x)
-            if i < len(self.convs) - 1:
-                x = F.silu(x)
-        return x.unsqueeze(2)
+        return _conv_stack(self.convs, pose_image).unsqueeze(2)
