@@ -101,3 +101,19 @@ def test_motion_ref_image_without_dwpose_weights(tmp_path, capsys):
                  str(tmp_path), "--out", str(tmp_path / "o.json")]) == 2
     err = capsys.readouterr().err
     assert "yolox_l.onnx" in err and "dw-ll_ucoco_384.onnx" in err
+
+
+def test_motion_emage_with_weights_end_to_end(tmp_path, ref_json, capsys):
+    from pathlib import Path
+
+    from test_smplx_to_2d import _write_model
+
+    emage_dir = Path(__file__).parent / "data" / "emage_tiny"
+    smplx = _write_model(tmp_path / "SMPLX_NEUTRAL_2020.npz")
+    audio = _wav(tmp_path / "speech.wav", _speech(1.6))
+    out = tmp_path / "poses.json"
+    assert main(["motion", "--audio", audio, "--ref-poses", ref_json, "--method", "emage", "--emage-model",
+                 str(emage_dir), "--smplx", str(smplx), "--fps", "25", "--out", str(out)]) == 0, capsys.readouterr()
+    seq = PoseSequence.load_json(out)
+    assert len(seq) == 40 and (seq.height, seq.width) == (256, 192)
+    assert (seq.keypoints[:, 5:7, 2] > 0).all()  # shoulders present in every frame

@@ -365,7 +365,7 @@ class EmageAudioModel(nn.Module):
         if self.training:
             self.eval()
         device = self.device
-        wave = torch.from_numpy(np.ascontiguousarray(wave_np))[None].to(device)
+        wave = torch.from_numpy(np.array(wave_np, dtype=np.float32, copy=True))[None].to(device)
         speaker = torch.tensor([int(speaker_id)], device=device)
         first_seed, start = self._seed_rows(seed_motion, total)
         spf = cfg.samples_per_frame
