@@ -45,28 +45,11 @@ def _read_image(path: str) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
-def _read_video_av(path: str) -> tuple[np.ndarray, float]:
-    import av
-
-    with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 25.0
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    if not frames:
-        raise ValueError(f"{path}: the video has no frames")
-    return np.stack(frames), fps
-
-
 def _read_video(path: str) -> tuple[np.ndarray, float]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such video")
-    try:
-        from iasa_core.media import read_video
-    except ImportError:
-        return _read_video_av(path)
+    from iasa_core.media import read_video
+
     frames, fps = read_video(path)
     return np.asarray(frames), float(fps)
 

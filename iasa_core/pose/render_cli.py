@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from fractions import Fraction
 from pathlib import Path
-
-import numpy as np
 
 _VIDEO_EXTS = (".mp4", ".mov", ".mkv")
 
@@ -67,9 +64,9 @@ def run(args) -> int:
     fps = args.fps if args.fps is not None else seq.fps
 
     if is_video:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        writer = _writer()
-        writer(out, frames, fps)
+        from ..media import write_video
+
+        write_video(out, frames, fps)
         where = f"{out} ({fps:g} fps)"
     else:
         from PIL import Image
@@ -81,33 +78,3 @@ def run(args) -> int:
     colours = "BGR" if args.bgr else "RGB"
     print(f"{len(frames)} pose frames at {h}x{w} ({colours}) written to {where}")
     return 0
-
-
-def _writer():
-    """iasa_core.media.write_video when it exists, else the local PyAV fallback."""
-    try:
-        from ..media import write_video
-    except ImportError:
-        return _write_mp4
-    return lambda path, frames, fps: write_video(path, frames, fps)
-
-
-def _write_mp4(path, frames: np.ndarray, fps: float) -> None:
-    """H.264 yuv420p with PyAV; odd sizes get one black row/column (the background is black)."""
-    import av
-
-    T, H, W, _ = frames.shape
-    ph, pw = H % 2, W % 2
-    if ph or pw:
-        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)))
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = W + pw, H + ph
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
