@@ -53,6 +53,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="allow downloads from the HF hub")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="denoiser dtype (default: bfloat16 on CUDA, else float32)")
+    p.add_argument("--prompt", help="text prompt (needs --text-encoder; students run on their stored prompt)")
+    p.add_argument("--negative-prompt", help="teacher CFG negative prompt (needs --text-encoder)")
+    p.add_argument("--text-encoder", help="UMT5 encoder folder or repo id (text_encoder/ + tokenizer/)")
     p.add_argument("--bgr-poses", action="store_true", help="swap R/B of pose images (UniAnimate weights)")
     p.set_defaults(func=run)
     return p
@@ -80,11 +83,23 @@ def run(args: argparse.Namespace) -> int:
                         loras=args.lora, seed=args.seed).to(device, dtype)
     print(f"model: {system.source} on {device} ({dtype}), loaded in {time.perf_counter() - t0:.1f} s")
     timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
+    prompt = negative = None
+    if args.prompt is not None or args.negative_prompt is not None:
+        if not args.text_encoder:
+            raise ValueError("--prompt/--negative-prompt need --text-encoder (a UMT5 folder); without them the "
+                             "model's stored prompt is used")
+        from .model.text import PromptEncoder
+
+        encoder = PromptEncoder(args.text_encoder, allow_download=args.download)
+        prompt = encoder(args.prompt) if args.prompt is not None else None
+        negative = encoder(args.negative_prompt) if args.negative_prompt is not None else None
+        del encoder  # 11 GB for the real one: free it before sampling
     options = GenerateOptions(sampler=args.sampler, timesteps=timesteps, steps=args.steps, guidance=args.guidance,
                               shift=args.shift, seed=args.seed, sparse=not args.dense, top_k=args.top_k,
                               backend=args.backend, window_frames=args.window_frames,
                               overlap_latents=args.overlap, size=parse_size(args.size) if args.size else None,
-                              pose_bgr=True if args.bgr_poses else None)
+                              pose_bgr=True if args.bgr_poses else None, prompt_embeds=prompt,
+                              negative_prompt_embeds=negative)
 
     def progress(step: int, total: int) -> None:
         print(f"\rstep {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)

@@ -45,7 +45,8 @@ class GenerateOptions:
     overlap_latents: int = 4
     size: tuple[int, int] | None = None   # (H, W) of the video; default: the image's, rounded down to 16
     pose_bgr: bool | None = None          # swap R/B in pose images (UniAnimate-trained weights expect it)
-    negative_prompt_embeds: torch.Tensor | None = None
+    prompt_embeds: torch.Tensor | None = None           # (tokens, text_dim); default: the model's stored prompt
+    negative_prompt_embeds: torch.Tensor | None = None  # teacher's unconditional text; default: the same prompt
 
 
 @dataclass
@@ -150,7 +151,7 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
 
     with torch.no_grad():
         pose_video = _render(keypoints, hw, bgr)[None].to(device)  # (1, 3, T, H, W) in 0..255
-        condition = system.condition(image, win_frames)
+        condition = system.condition(image, win_frames, opt.prompt_embeds)
         ref = system.denoiser.ref_pose_encoder(pose_video[:, :, 0]).to(dtype)
         features = [PoseFeatures(system.denoiser.pose_encoder(pose_video[:, :, w.video_frames]).to(dtype), ref)
                     for w in windows]

@@ -166,3 +166,11 @@ def test_generate_cli_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "student.safetensors" in err and "was not found" in err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_generate_cli_prompt_needs_text_encoder(tmp_path, capsys):
+    _poses(5).save_json(tmp_path / "poses.json")
+    Image.fromarray(_image()).save(tmp_path / "ref.png")
+    assert main(["generate", "--poses", str(tmp_path / "poses.json"), "--image", str(tmp_path / "ref.png"),
+                 "--out", str(tmp_path / "o.mp4"), "--prompt", "a person talking"]) == 2
+    assert "--text-encoder" in capsys.readouterr().err

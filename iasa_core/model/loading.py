@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,6 +42,25 @@ def load_pose_weights(denoiser: PoseWanTransformer, path: str | os.PathLike) -> 
                          f"shape mismatches {bad[:4]} (a 14B pose encoder ends in 5120 channels)")
     denoiser.load_state_dict(pose, strict=False, assign=False)
     return sorted(pose)
+
+
+def read_diffusers_transformer(folder: Path) -> tuple[dict[str, torch.Tensor], int | None]:
+    """The (possibly sharded) safetensors of a diffusers transformer folder, and its head size from config.json.
+
+    Read directly rather than with ``from_pretrained``, which needs ``accelerate`` for Wan's fp32-kept modules.
+    """
+    sub = folder / "transformer" if (folder / "transformer").is_dir() else folder
+    files = sorted(sub.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no transformer weights (*.safetensors) in {sub}; a diffusers Wan folder has "
+                                "transformer/config.json and diffusion_pytorch_model*.safetensors")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_state_dict_file(f)[0])
+    head_dim = None
+    if (sub / "config.json").is_file():
+        head_dim = json.loads((sub / "config.json").read_text()).get("attention_head_dim")
+    return state, head_dim
 
 
 def _load_vae(spec: str | os.PathLike | None, config: PoseWanConfig, allow_download: bool):
@@ -134,12 +154,10 @@ def load_model(spec: str | os.PathLike, *, search_dirs: Iterable[str | os.PathLi
                                                  allow_download, prompt_embeds, head_dim)
         elif path.is_dir() or "/" in text:
             folder = resolve_model_dir(text, allow_download=allow_download, what="stage-2 model")
-            from diffusers import WanTransformer3DModel
-
-            sub = folder / "transformer" if (folder / "transformer").is_dir() else folder
-            state = WanTransformer3DModel.from_pretrained(sub).state_dict()
+            state, folder_head_dim = read_diffusers_transformer(folder)
             system = _from_transformer_state(folder.name, state, pose_weights, vae or folder,
-                                             image_encoder or folder, allow_download, prompt_embeds, head_dim)
+                                             image_encoder or folder, allow_download, prompt_embeds,
+                                             head_dim or folder_head_dim)
         else:
             raise ValueError(f"model {text!r} is neither a preset ({', '.join(sorted(PRESETS))}), a weight file "
                              f"({', '.join(WEIGHT_SUFFIXES)}), a folder nor an HF repo id (owner/name)")
