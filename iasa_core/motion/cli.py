@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     seq = poses_from_audio(clip, reference, height, width, method=args.method, fps=args.fps, seed=args.seed,
                            emage_model=args.emage_model, smplx_model=args.smplx, search_dirs=args.models,
                            allow_download=args.download)
+    seconds = time.perf_counter() - t0
     seq.save_json(args.out)
     print(f"wrote {args.out}: {len(seq)} frames at {seq.fps:g} fps on a {width}x{height} canvas "
-          f"({args.method}, {clip.duration:.1f} s of audio, {time.perf_counter() - t0:.2f} s)")
+          f"({args.method}, {clip.duration:.1f} s of audio -> motion in {seconds:.2f} s)")
     return 0

@@ -158,8 +158,9 @@ class PoseSequence:
         frames = self.to_pose_keypoint()
         for frame in frames:
             frame["fps"] = self.fps
+        text = json.dumps(frames)  # dumps uses the C encoder; dump() streams through the slow Python one
         with open(path, "w", encoding="utf-8") as fh:
-            json.dump(frames, fh)
+            fh.write(text)
 
     @classmethod
     def load_json(cls, path: str | os.PathLike, fps: float | None = None) -> PoseSequence:
