@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 
-    from . import generate_cli
+    from . import generate_cli, headless_cli
     from .detect import cli as detect_cli
     from .motion import cli as motion_cli
     from .pose import render_cli
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     render_cli.add_parser(sub)
     detect_cli.add_parser(sub)
     motion_cli.add_parser(sub)
+    headless_cli.add_parser(sub)
 
     d = sub.add_parser("demo", help="audio + image -> talking video on the embedded model (not yet built)")
     d.set_defaults(func=cmd_demo)
