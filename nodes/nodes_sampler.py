@@ -1,0 +1,90 @@
+"""Sampling stage: reference image + poses -> video frames with the IASA model."""
+
+from __future__ import annotations
+
+from . import comfy_bridge as bridge
+from .nodes_pose import POSE_TOOLTIP
+
+
+class IASASampler:
+    """Animates the person in the reference image along the poses (few-step student, sparse attention)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("IASA_MODEL", {"tooltip": "The model from IASA Model Loader."}),
+                "reference_image": ("IMAGE", {
+                    "tooltip": "Photo of the person (the first image of a batch is used). The video gets its size "
+                               "rounded down to multiples of 16; the poses' canvas must have its aspect ratio."}),
+                "poses": ("POSE_KEYPOINT", {"tooltip": POSE_TOOLTIP + " One video frame per pose; sets the fps."}),
+                "sampler": (["auto", "student", "teacher"], {
+                    "default": "auto",
+                    "tooltip": "auto: the model's own kind; student: few steps (4); teacher: Euler with CFG."}),
+                "steps": ("INT", {
+                    "default": 30, "min": 1, "max": 1000, "step": 1,
+                    "tooltip": "Euler steps of the teacher sampler (the student's steps are fixed by the model)."}),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
+                    "tooltip": "Seed of the noise."}),
+                "backend": (["auto", "dense", "gather", "flex", "flashinfer"], {
+                    "default": "auto",
+                    "tooltip": "Sparse attention kernel: auto = FlashInfer on CUDA when installed, else gather; "
+                               "dense = masked reference (slow)."}),
+                "sparse": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Input-aware sparse self-attention (off: dense attention, slower)."}),
+            },
+            "optional": {
+                "plan": ("IASA_PLAN", {
+                    "tooltip": "Settings from IASA Sparse Plan (top_k, block_size, mode) override the model's; "
+                               "each window gets its own plan from the poses."}),
+                "guidance": ("FLOAT", {
+                    "default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                    "tooltip": "CFG scale of the teacher sampler (1 = no guidance; students ignore it)."}),
+                "window_frames": ("INT", {
+                    "default": 81, "min": 5, "max": 1001, "step": 1,
+                    "tooltip": "Frames per window of long videos, 4n+1 (81 = Wan2.1's length)."}),
+                "overlap": ("INT", {
+                    "default": 4, "min": 0, "max": 64, "step": 1,
+                    "tooltip": "Latent frames shared by consecutive windows (blended, so there are no seams)."}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "FLOAT")
+    RETURN_NAMES = ("images", "fps")
+    OUTPUT_TOOLTIPS = ("The video frames [frames, height, width, 3] in 0..1.", "Frame rate of the video (the poses').")
+    FUNCTION = "sample"
+    CATEGORY = "IASA/sampling"
+    DESCRIPTION = ("Generates the talking video: the reference person moves along the poses. One frame per pose; "
+                   "long pose sequences are sampled in overlapping windows. Cancel stops between steps.")
+
+    def sample(self, model, reference_image, poses, sampler="auto", steps=30, seed=0, backend="auto", sparse=True,
+               plan=None, guidance=5.0, window_frames=81, overlap=4):
+        import torch
+
+        from iasa_core.media import load_image
+        from iasa_core.node_support import apply_plan_settings, sequence_from_pose_keypoint
+        from iasa_core.pipeline import GenerateOptions, generate_video
+
+        if not isinstance(model, dict) or "system" not in model:
+            raise ValueError("model must be an IASA_MODEL from IASA Model Loader")
+        image = load_image(reference_image, name="reference_image")
+        seq = sequence_from_pose_keypoint(poses, name="poses")
+        options = GenerateOptions(sampler=sampler, steps=int(steps), guidance=float(guidance), seed=int(seed),
+                                  sparse=bool(sparse), backend=backend, window_frames=int(window_frames),
+                                  overlap_latents=int(overlap))
+        system = model["system"]
+        if plan is not None:
+            if not isinstance(plan, dict):
+                raise ValueError("plan must be an IASA_PLAN from IASA Sparse Plan")
+            system, options = apply_plan_settings(system, options, plan.get("settings"))
+        bridge.throw_if_interrupted()
+        result = generate_video(system, image, seq, options, callback=bridge.progress_callback(),
+                                cancel=bridge.cancel_check)
+        frames = torch.from_numpy(result.frames).float() / 255.0
+        return (frames, float(result.fps))
+
+
+NODE_CLASS_MAPPINGS = {"IASASampler": IASASampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"IASASampler": "IASA Sampler"}

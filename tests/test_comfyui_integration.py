@@ -1,0 +1,134 @@
+"""End-to-end check in a REAL ComfyUI: the pack loads, its nodes are served, and the default
+talking-video workflow runs over HTTP and saves a video with frames and sound.
+
+Skipped unless COMFYUI_PATH names a ComfyUI checkout. COMFYUI_PYTHON names the interpreter that
+has ComfyUI's requirements and this pack's dependencies (default: the one running pytest).
+
+    COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python \
+        python -m pytest -q tests/test_comfyui_integration.py
+
+Optional: IASA_WORKFLOW (an *_api.json to run instead of the default one),
+IASA_COMFY_TIMEOUT (seconds for the run, default 1200).
+The server runs on a free port of 127.0.0.1 with temporary input/output folders and is always
+stopped at the end; if the pack was not in custom_nodes, a link is made and removed again.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from comfyui_server import REPO_ROOT, ComfyServer, http_json, make_client, saved_files, wait_for_history
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run this test"),
+]
+
+WORKFLOWS = REPO_ROOT / "workflows"
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv")
+# Name fragments that mark the default talking-video workflow, best first.
+DEFAULT_WORKFLOW_HINTS = ("default", "talking", "basic", "simple")
+
+
+def pack_node_names() -> set[str]:
+    """Keys of every `NODE_CLASS_MAPPINGS = {...}` literal in nodes/*.py (no import needed)."""
+    names: set[str] = set()
+    for path in sorted((REPO_ROOT / "nodes").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
+                    and any(isinstance(t, ast.Name) and t.id == "NODE_CLASS_MAPPINGS" for t in node.targets)):
+                names |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return names
+
+
+def default_workflow() -> Path:
+    chosen = os.environ.get("IASA_WORKFLOW")
+    if chosen:
+        return Path(chosen)
+    candidates = sorted(WORKFLOWS.glob("*_api.json"))
+    if not candidates:
+        pytest.skip(f"no API-format workflow (*_api.json) in {WORKFLOWS} yet")
+    for hint in DEFAULT_WORKFLOW_HINTS:
+        for path in candidates:
+            if hint in path.name.lower():
+                return path
+    return candidates[0]
+
+
+def load_prompt(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
+        data = data["prompt"]  # a saved /prompt body
+    assert isinstance(data, dict) and all("class_type" in v for v in data.values()), \
+        f"{path} is not an API-format workflow"
+    return data
+
+
+def copy_workflow_inputs(dest: Path) -> list[str]:
+    """Copy the files the workflows load (workflows/inputs/*, scripts excluded) into ComfyUI's input."""
+    copied = []
+    src = WORKFLOWS / "inputs"
+    for path in sorted(src.iterdir()) if src.is_dir() else []:
+        if path.is_file() and path.suffix not in (".py", ".md", ".txt"):
+            shutil.copy2(path, dest / path.name)
+            copied.append(path.name)
+    return copied
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    server = ComfyServer(COMFYUI_PATH, python=os.environ.get("COMFYUI_PYTHON") or None,
+                         workdir=tmp_path_factory.mktemp("comfyui"))
+    try:
+        server.start(timeout=float(os.environ.get("IASA_COMFY_START_TIMEOUT", "300")))
+        yield server
+    finally:
+        server.stop()
+
+
+def test_pack_imports_and_nodes_are_served(comfy):
+    assert not comfy.pack_import_failed(), f"ComfyUI could not import the pack:\n{comfy.log_tail()}"
+    info = http_json(comfy.url + "/object_info", timeout=120)
+    served = {name for name in info if name.startswith("IASA")}
+    expected = {name for name in pack_node_names() if name.startswith("IASA")}
+    assert expected, "nodes/*.py define no IASA* node"
+    missing = sorted(expected - served)
+    assert not missing, f"nodes not served by /object_info: {missing}\n{comfy.log_tail()}"
+    for name in served:
+        assert info[name]["python_module"].startswith("custom_nodes."), info[name]["python_module"]
+
+
+def test_default_workflow_saves_video_with_audio(comfy):
+    from iasa_core.media import read_video, read_video_audio
+
+    workflow = default_workflow()
+    prompt = load_prompt(workflow)
+    copy_workflow_inputs(comfy.input_dir)
+    unknown = sorted({n["class_type"] for n in prompt.values()}
+                     - set(http_json(comfy.url + "/object_info", timeout=120)))
+    assert not unknown, f"{workflow.name} uses node types this ComfyUI does not have: {unknown}"
+
+    client = make_client(comfy.address)
+    prompt_id = client.queue(prompt)
+    entry = wait_for_history(client, prompt_id, float(os.environ.get("IASA_COMFY_TIMEOUT", "1200")), comfy)
+    status = entry.get("status") or {}
+    assert status.get("status_str", "success") == "success", \
+        f"{workflow.name} failed: {json.dumps(status.get('messages'))[:4000]}\n{comfy.log_tail()}"
+
+    videos = saved_files(entry.get("outputs"), comfy.output_dir, VIDEO_SUFFIXES)
+    assert videos, f"{workflow.name} saved no video; outputs: {json.dumps(entry.get('outputs'))[:2000]}"
+    video = videos[0]
+    assert video.is_file() and video.stat().st_size > 0, f"{video} missing or empty"
+    frames, fps = read_video(video)
+    assert frames.ndim == 4 and frames.shape[0] > 0 and frames.shape[-1] == 3, frames.shape
+    assert fps > 0
+    audio = read_video_audio(video)
+    assert audio is not None, f"{video.name} has no audio stream"
+    assert audio.num_samples > 0 and audio.duration > 0
