@@ -49,7 +49,8 @@ class IASAModelLoader:
                     "tooltip": "Wan2.1 VAE (models/vae, e.g. wan_2.1_vae.safetensors); needed for plain Wan2.1 "
                                "files."}),
                 "seed": ("INT", {
-                    "default": 0, "min": 0, "max": 0xffffffffffffffff,
+                    # The frontend adds a "randomize" control to any INT named seed; weights must stay put.
+                    "default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": False,
                     "tooltip": "Seed of the random weights of a preset (ignored for files)."}),
             },
         }

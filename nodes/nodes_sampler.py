@@ -46,7 +46,7 @@ class IASASampler:
                     "default": 81, "min": 5, "max": 1001, "step": 1,
                     "tooltip": "Frames per window of long videos, 4n+1 (81 = Wan2.1's length)."}),
                 "overlap": ("INT", {
-                    "default": 4, "min": 0, "max": 64, "step": 1,
+                    "default": 4, "min": 1, "max": 64, "step": 1,
                     "tooltip": "Latent frames shared by consecutive windows (blended, so there are no seams)."}),
             },
         }
