@@ -1,0 +1,189 @@
+"""Every workflow JSON: node classes exist, links are consistent, widget values fit INPUT_TYPES, API == UI graph.
+
+The checks here are written independently of workflows/build_workflows.py (which writes the files), so a
+mistake in the builder shows up as a failure rather than being repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+CORE = json.loads((ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text())
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+NAMES = ["iasa_talking_video", "iasa_talking_video_emage_dwpose", "iasa_pose_reenactment", "iasa_mask_preview"]
+
+
+@pytest.fixture(scope="module")
+def ours() -> dict:
+    sys.path.insert(0, str(ROOT))
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS
+
+
+def _inputs(class_type: str, ours: dict) -> list[tuple[str, str, dict, bool]]:
+    """(name, type, options, required) of a class, in widget order; COMBO for list types."""
+    if class_type in ours:
+        types = ours[class_type].INPUT_TYPES()
+        return [(name, "COMBO" if isinstance(spec[0], list) else spec[0], spec[1] if len(spec) > 1 else {},
+                 section == "required")
+                for section in ("required", "optional") for name, spec in types.get(section, {}).items()]
+    spec = CORE[class_type]
+    return [(n, t, o or {}, section == "required") for section in ("required", "optional")
+            for n, t, _d, o in spec.get(section, [])]
+
+
+def _combo_options(class_type: str, name: str, ours: dict) -> list | None:
+    if class_type in ours:
+        spec = {**ours[class_type].INPUT_TYPES().get("required", {}),
+                **ours[class_type].INPUT_TYPES().get("optional", {})}[name]
+        return spec[0] if isinstance(spec[0], list) else None
+    return None
+
+
+def _outputs(class_type: str, ours: dict) -> list[str]:
+    if class_type in ours:
+        return list(ours[class_type].RETURN_TYPES)
+    return [t for _n, t in CORE[class_type]["outputs"]]
+
+
+def _extras(name: str, kind: str, opts: dict) -> int:
+    """Frontend widget values stored after a widget: seed controls and upload buttons."""
+    if kind == "INT" and (opts.get("control_after_generate") or (
+            name in ("seed", "noise_seed") and opts.get("control_after_generate") is not False)):
+        return 1
+    if kind == "COMBO":
+        if opts.get("image_upload") or opts.get("video_upload"):
+            return 1
+        if opts.get("audio_upload"):
+            return 2
+    return 0
+
+
+def _load(name: str) -> tuple[dict, dict]:
+    return (json.loads((WORKFLOWS / f"{name}.json").read_text()),
+            json.loads((WORKFLOWS / f"{name}_api.json").read_text()))
+
+
+def ui_to_api(ui: dict, ours: dict) -> dict:
+    """The frontend's graphToPrompt for plain graphs: Notes dropped, widgets by name, links as [id, slot]."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY or node["mode"] in (2, 4):
+            continue
+        values = list(node["widgets_values"])
+        inputs = {}
+        for name, kind, opts, _req in _inputs(node["type"], ours):
+            if kind in WIDGET_TYPES or kind == "COMBO":
+                inputs[name] = values.pop(0)
+                del values[:_extras(name, kind, opts)]
+        for entry in node["inputs"]:
+            if entry["link"] is not None:
+                _lid, src, slot, _dst, _dslot, _t = links[entry["link"]]
+                inputs[entry["name"]] = [str(src), slot]
+        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"]}
+    return api
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_node_classes_exist(name, ours):
+    ui, api = _load(name)
+    for node in ui["nodes"]:
+        assert node["type"] in ours or node["type"] in CORE, f"{name}: unknown node type {node['type']}"
+    assert any(n["type"] == "Note" and n["widgets_values"][0].strip() for n in ui["nodes"]), "no note"
+    for key, node in api.items():
+        assert node["class_type"] in ours or node["class_type"] in CORE
+        assert node["class_type"] not in FRONTEND_ONLY
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_links_are_consistent(name, ours):
+    ui, _ = _load(name)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == max((lk[0] for lk in ui["links"]), default=0)
+    seen_inputs = set()
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        assert src in nodes and dst in nodes
+        out = nodes[src]["outputs"][src_slot]
+        assert link_id in (out["links"] or []) and out["type"] == kind
+        assert _outputs(nodes[src]["type"], ours)[src_slot] == kind
+        entry = nodes[dst]["inputs"][dst_slot]
+        assert entry["link"] == link_id and entry["type"] == kind
+        declared = {n: t for n, t, _o, _r in _inputs(nodes[dst]["type"], ours)}
+        assert declared[entry["name"]] == kind, f"{nodes[dst]['type']}.{entry['name']} is not {kind}"
+        seen_inputs.add(link_id)
+    all_input_links = [e["link"] for n in ui["nodes"] for e in n["inputs"] if e["link"] is not None]
+    assert sorted(all_input_links) == sorted(seen_inputs)  # each link feeds exactly one input
+    for n in ui["nodes"]:
+        for out in n["outputs"]:
+            for link_id in out["links"] or []:
+                assert any(lk[0] == link_id and lk[1] == n["id"] for lk in ui["links"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_widget_values_fit_input_types(name, ours):
+    ui, _ = _load(name)
+    for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            assert len(node["widgets_values"]) == 1
+            continue
+        spec = _inputs(node["type"], ours)
+        widgets = [(n, k, o) for n, k, o, _r in spec if k in WIDGET_TYPES or k == "COMBO"]
+        expected = sum(1 + _extras(n, k, o) for n, k, o in widgets)
+        assert len(node["widgets_values"]) == expected, f"{name}: {node['type']} widget count"
+        values = list(node["widgets_values"])
+        for wname, kind, opts in widgets:
+            value = values.pop(0)
+            del values[:_extras(wname, kind, opts)]
+            if kind == "INT":
+                assert isinstance(value, int) and opts.get("min", value) <= value <= opts.get("max", value)
+            elif kind == "FLOAT":
+                assert isinstance(value, (int, float)) and opts.get("min", value) <= value <= opts.get("max", value)
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool)
+            elif kind == "COMBO":
+                options = _combo_options(node["type"], wname, ours)
+                fixed = options is not None and not any(o.get(k) for k in ("audio_upload",) for o in [opts])
+                if fixed and wname not in ("model", "pose_file", "emage_model", "smplx_model", "lora_1", "lora_2",
+                                           "pose_weights", "vae"):
+                    assert value in options, f"{node['type']}.{wname}={value!r} not in {options}"
+        # every required socket input is connected
+        connected = {e["name"] for e in node["inputs"] if e["link"] is not None}
+        for iname, kind, _o, required in spec:
+            if required and kind not in WIDGET_TYPES and kind != "COMBO":
+                assert iname in connected, f"{name}: {node['type']}.{iname} is required but not connected"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_json_equals_ui_graph(name, ours):
+    ui, api = _load(name)
+    converted = ui_to_api(ui, ours)
+    stripped = {k: {"inputs": v["inputs"], "class_type": v["class_type"]} for k, v in api.items()}
+    assert converted == stripped
+
+
+def test_files_are_what_the_builder_writes():
+    sys.path.insert(0, str(WORKFLOWS))
+    import build_workflows
+
+    rendered = build_workflows.render_all()
+    assert sorted(rendered) == sorted(f"{n}{s}.json" for n in NAMES for s in ("", "_api"))
+    for file_name, text in rendered.items():
+        assert (WORKFLOWS / file_name).read_text() == text, f"{file_name} is stale: run workflows/build_workflows.py"
+
+
+def test_default_workflow_inputs_are_shipped():
+    _, api = _load("iasa_talking_video")
+    files = {v["inputs"][k] for v in api.values() for k in ("audio", "image", "pose_file")
+             if isinstance(v["inputs"].get(k), str)}
+    assert files == {"iasa_speech.wav", "iasa_speaker.png", "iasa_speaker_pose.json"}
+    for f in files:
+        assert (WORKFLOWS / "inputs" / f).is_file()

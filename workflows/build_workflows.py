@@ -1,0 +1,297 @@
+"""Write every workflow of the pack in both ComfyUI formats from one graph description each.
+
+    python workflows/build_workflows.py            # rewrite workflows/*.json
+    python workflows/build_workflows.py --check    # exit 1 if a file differs from what it would write
+
+UI format (version 0.4, what the ComfyUI frontend saves and loads) and API format (what POST /prompt
+and `python -m iasa_core queue` take) come from the same description, so they cannot drift apart.
+Our nodes' widget order comes from their INPUT_TYPES; ComfyUI core nodes' from
+tests/data/comfy_core_nodes.json (read off ComfyUI 0.3.64 and its frontend 1.27.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CORE_SPECS = ROOT / "tests" / "data" / "comfy_core_nodes.json"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UPLOAD_EXTRAS = {"image_upload": ["image"], "video_upload": ["image"], "audio_upload": [None, None]}
+COLUMN_WIDTH, ROW_HEIGHT = 380, 330
+
+
+@dataclass
+class InputSpec:
+    """One input of a node class: name, type and options, in INPUT_TYPES order."""
+
+    name: str
+    type: str
+    options: dict[str, Any]
+    required: bool
+
+    @property
+    def is_widget(self) -> bool:
+        return self.type in WIDGET_TYPES
+
+    def extras(self) -> list[Any]:
+        """Frontend-only widget values stored after this widget (seed control, upload buttons)."""
+        if self.type == "INT" and (self.options.get("control_after_generate")
+                                   or (self.name in ("seed", "noise_seed")
+                                       and self.options.get("control_after_generate") is not False)):
+            return ["fixed"]
+        for flag, values in UPLOAD_EXTRAS.items():
+            if self.type == "COMBO" and self.options.get(flag):
+                return list(values)
+        return []
+
+
+@dataclass
+class NodeSpec:
+    """A node class's inputs and outputs as the frontend sees them."""
+
+    inputs: list[InputSpec]
+    outputs: list[tuple[str, str]]
+    display_name: str
+
+
+def _ours() -> dict[str, NodeSpec]:
+    sys.path.insert(0, str(ROOT))
+    import nodes  # the pack's own nodes/ (ComfyUI's top-level `nodes` is not on this path)
+
+    specs = {}
+    for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        types = cls.INPUT_TYPES()
+        inputs = []
+        for section in ("required", "optional"):
+            for key, spec in types.get(section, {}).items():
+                kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+                inputs.append(InputSpec(key, "COMBO" if isinstance(kind, list) else kind, opts,
+                                        section == "required"))
+        names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+        specs[name] = NodeSpec(inputs, list(zip(names, cls.RETURN_TYPES, strict=True)),
+                               nodes.NODE_DISPLAY_NAME_MAPPINGS.get(name, name))
+    return specs
+
+
+def _core() -> dict[str, NodeSpec]:
+    data = json.loads(CORE_SPECS.read_text())
+    specs = {}
+    for name, d in data.items():
+        inputs = [InputSpec(n, t, o or {}, section == "required")
+                  for section in ("required", "optional") for n, t, _default, o in d.get(section, [])]
+        if name in ("Note", "MarkdownNote"):
+            inputs = [InputSpec("text", "STRING", {"multiline": True}, True)]
+        specs[name] = NodeSpec(inputs, [(n, t) for n, t in d.get("outputs", [])], d.get("display_name", name))
+    return specs
+
+
+def node_specs() -> dict[str, NodeSpec]:
+    """Our node classes and the ComfyUI core ones the workflows use."""
+    return {**_core(), **_ours()}
+
+
+@dataclass
+class Node:
+    """A node in a graph description: widget values by name, links by input name -> (node id, slot)."""
+
+    id: int
+    type: str
+    column: int
+    row: int
+    widgets: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, tuple[int, int]] = field(default_factory=dict)
+    title: str | None = None
+
+
+def _default(spec: InputSpec) -> Any:
+    if "default" in spec.options:
+        return spec.options["default"]
+    raise ValueError(f"input {spec.name!r} has no default: give its value in the workflow")
+
+
+def build(nodes: list[Node], note: str, specs: dict[str, NodeSpec]) -> tuple[dict, dict]:
+    """(UI JSON, API JSON) of a graph."""
+    by_id = {n.id: n for n in nodes}
+    links: list[list[Any]] = []
+    link_of: dict[tuple[int, str], int] = {}
+    outgoing: dict[tuple[int, int], list[int]] = {}
+    for n in nodes:
+        for name, (src, slot) in n.links.items():
+            out_type = specs[by_id[src].type].outputs[slot][1]
+            link_id = len(links) + 1
+            in_spec = next(i for i in specs[n.type].inputs if i.name == name)
+            if in_spec.type != out_type:
+                raise ValueError(f"node {n.id} {n.type}.{name} is {in_spec.type}, fed {out_type} by node {src}")
+            links.append([link_id, src, slot, n.id, None, out_type])
+            link_of[(n.id, name)] = link_id
+            outgoing.setdefault((src, slot), []).append(link_id)
+    ui_nodes, api = [], {}
+    note_id = max(by_id) + 1
+    for order, n in enumerate(nodes):
+        spec = specs[n.type]
+        unknown = set(n.widgets) | set(n.links)
+        ui_inputs, values, api_inputs = [], [], {}
+        for inp in spec.inputs:
+            unknown.discard(inp.name)
+            linked = (n.id, inp.name) in link_of
+            if inp.is_widget:
+                value = n.widgets[inp.name] if inp.name in n.widgets else _default(inp)
+                values.append(value)
+                values.extend(inp.extras())
+                api_inputs[inp.name] = value
+            elif inp.required and not linked:
+                raise ValueError(f"node {n.id} {n.type}: required input {inp.name!r} is not connected")
+            if not inp.is_widget or linked:
+                entry = {"name": inp.name, "type": inp.type, "link": link_of.get((n.id, inp.name))}
+                if inp.is_widget:
+                    entry["widget"] = {"name": inp.name}
+                if not inp.required:
+                    entry["shape"] = 7
+                if entry["link"] is not None:
+                    links[entry["link"] - 1][4] = len(ui_inputs)
+                ui_inputs.append(entry)
+            if linked:
+                src, slot = n.links[inp.name]
+                api_inputs[inp.name] = [str(src), slot]
+        if unknown:
+            raise ValueError(f"node {n.id} {n.type} has no inputs {sorted(unknown)}")
+        outputs = [{"name": name, "type": kind, "slot_index": i, "links": outgoing.get((n.id, i))}
+                   for i, (name, kind) in enumerate(spec.outputs)]
+        ui = {"id": n.id, "type": n.type, "pos": [40 + COLUMN_WIDTH * n.column, 40 + ROW_HEIGHT * n.row],
+              "size": [340, 120 + 26 * len(values)], "flags": {}, "order": order, "mode": 0,
+              "inputs": ui_inputs, "outputs": outputs, "properties": {"Node name for S&R": n.type},
+              "widgets_values": values}
+        if n.title:
+            ui["title"] = n.title
+        ui_nodes.append(ui)
+        api[str(n.id)] = {"inputs": api_inputs, "class_type": n.type,
+                          "_meta": {"title": n.title or spec.display_name}}
+    ui_nodes.append({"id": note_id, "type": "Note", "pos": [40, 40 + ROW_HEIGHT * (1 + max(n.row for n in nodes))],
+                     "size": [COLUMN_WIDTH * 2 - 40, 260], "flags": {}, "order": len(nodes), "mode": 0,
+                     "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
+                     "color": "#432", "bgcolor": "#653"})
+    ui_graph = {"last_node_id": note_id, "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+                "groups": [], "config": {}, "extra": {"ds": {"scale": 1, "offset": [0, 0]}}, "version": 0.4}
+    return ui_graph, api
+
+
+INPUTS_NOTE = ("Inputs: copy workflows/inputs/iasa_speaker.png, iasa_speaker_pose.json and iasa_speech.wav into "
+               "ComfyUI/input (or upload your own: a photo of one person, its pose as POSE_KEYPOINT JSON, speech).")
+
+
+def _tail(first_id: int, audio: tuple[int, int], image: tuple[int, int], poses: tuple[int, int], column: int,
+          model: str = "tiny", sampler: dict | None = None, prefix: str = "video/iasa") -> list[Node]:
+    """Model loader -> sampler -> video (frames + fps + audio) -> Save Video."""
+    loader, samp, video, save = first_id, first_id + 1, first_id + 2, first_id + 3
+    return [
+        Node(loader, "IASAModelLoader", column, 1, {"model": model}),
+        Node(samp, "IASASampler", column + 1, 0, {"sampler": "auto", "steps": 30, "seed": 0, **(sampler or {})},
+             {"model": (loader, 0), "reference_image": image, "poses": poses}),
+        Node(video, "IASAVideo", column + 2, 0, {"fps": 25.0},
+             {"images": (samp, 0), "fps": (samp, 1), "audio": audio}),
+        Node(save, "SaveVideo", column + 3, 0, {"filename_prefix": prefix, "format": "auto", "codec": "auto"},
+             {"video": (video, 0)}),
+    ]
+
+
+def workflows() -> dict[str, tuple[list[Node], str]]:
+    """Every workflow of the pack: name -> (nodes, note)."""
+    talking = [
+        Node(1, "IASALoadAudio", 0, 0, {"audio": "iasa_speech.wav", "max_seconds": 600.0}),
+        Node(2, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
+        Node(3, "IASALoadPoses", 0, 2, {"pose_file": "iasa_speaker_pose.json", "fps": 25.0}),
+        Node(4, "IASAMotion", 1, 0, {"method": "procedural", "fps": 25.0, "seed": 0, "seconds": 0.0},
+             {"audio": (1, 0), "reference_pose": (3, 0)}),
+        *_tail(5, audio=(1, 0), image=(2, 0), poses=(4, 0), column=1, prefix="video/iasa_talking"),
+    ]
+    talking_note = (
+        "Audio + photo -> talking video.\n" + INPUTS_NOTE + "\n"
+        "IASA Motion turns the speech into poses of the person (procedural: no weights needed). "
+        "IASA Model Loader: 'tiny' is the CPU-sized preset with RANDOM weights (the video shows the pipeline "
+        "runs, not a trained result); pick a trained IASA student .safetensors from ComfyUI/models/iasa when "
+        "you have one. Save Video writes an mp4 with the audio to ComfyUI/output/video/.")
+    emage = [
+        Node(1, "IASALoadAudio", 0, 0, {"audio": "iasa_speech.wav", "max_seconds": 600.0}),
+        Node(2, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
+        Node(3, "IASAMotion", 1, 0, {"method": "emage", "fps": 25.0, "seed": 0, "seconds": 0.0,
+                                     "emage_model": "none", "smplx_model": "none"},
+             {"audio": (1, 0), "reference_image": (2, 0)}),
+        *_tail(4, audio=(1, 0), image=(2, 0), poses=(3, 0), column=1, prefix="video/iasa_emage"),
+    ]
+    emage_note = (
+        "Audio + photo -> talking video with EMAGE motion and the reference pose from DWPose.\n" + INPUTS_NOTE
+        + "\nWeights (nothing is downloaded for you):\n"
+        "- EMAGE: the H-Liu1997/emage_audio folder (config.json, pytorch_model.bin, emage_vq/) in "
+        "ComfyUI/models/emage/emage_audio/, then choose it in IASA Motion's emage_model.\n"
+        "- SMPL-X: SMPLX_NEUTRAL_2020.npz from https://smpl-x.is.tue.mpg.de (free registration, MPI licence; "
+        "it cannot be shipped) in ComfyUI/models/smplx/, then choose it in smplx_model.\n"
+        "- DWPose: yolox_l.onnx and dw-ll_ucoco_384.onnx from huggingface.co/yzd-v/DWPose in ComfyUI/models/dwpose/.")
+    reenact = [
+        Node(1, "LoadVideo", 0, 0, {"file": "driving.mp4"}),
+        Node(2, "GetVideoComponents", 1, 0, {}, {"video": (1, 0)}),
+        Node(3, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
+        Node(4, "IASADWPose", 2, 0, {"choose": "largest", "device": "auto", "fps": 25.0},
+             {"image": (2, 0), "fps": (2, 2)}),
+        *_tail(5, audio=(2, 1), image=(3, 0), poses=(4, 0), column=2, prefix="video/iasa_reenactment"),
+    ]
+    reenact_note = (
+        "Pose-video reenactment: the person in the photo performs the motion of a driving video.\n"
+        "Put a driving video (one person, upper body visible; its sound is kept) in ComfyUI/input as "
+        "driving.mp4 or pick another in Load Video, and a photo in Load Image. The photo and the video must "
+        "have the same aspect ratio (the poses are made on the video's canvas).\n"
+        "IASA DWPose needs yolox_l.onnx and dw-ll_ucoco_384.onnx (huggingface.co/yzd-v/DWPose) in "
+        "ComfyUI/models/dwpose/.")
+    mask = [
+        Node(1, "IASALoadPoses", 0, 0, {"pose_file": "iasa_speaker_pose.json", "fps": 25.0}),
+        Node(2, "IASASparsePlan", 1, 0, {"width": 256, "height": 256, "frames": 0, "top_k": 2,
+                                         "block_size": 128, "mode": "exact"}, {"poses": (1, 0)}),
+        Node(3, "PreviewImage", 2, 0, {}, {"images": (2, 1)}),
+    ]
+    mask_note = (
+        "Sparse attention plan preview: which blocks of queries and keys the IASA student computes for these "
+        "poses.\n" + INPUTS_NOTE + "\nConnect IASA Motion's poses instead of the file to see the plan of a "
+        "whole talking sequence (frames 0 = all poses). The density output is the fraction computed.")
+    return {"iasa_talking_video": (talking, talking_note),
+            "iasa_talking_video_emage_dwpose": (emage, emage_note),
+            "iasa_pose_reenactment": (reenact, reenact_note),
+            "iasa_mask_preview": (mask, mask_note)}
+
+
+def render_all() -> dict[str, str]:
+    """File name -> exact text of every workflow file."""
+    specs = node_specs()
+    out = {}
+    for name, (graph, note) in workflows().items():
+        ui, api = build(graph, note, specs)
+        out[f"{name}.json"] = json.dumps(ui, indent=2) + "\n"
+        out[f"{name}_api.json"] = json.dumps(api, indent=2) + "\n"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or check) the workflow files."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when a file is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in render_all().items():
+        path = HERE / name
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("stale workflow files (run python workflows/build_workflows.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
