@@ -99,7 +99,7 @@ def test_node_classes_exist(name, ours):
     for node in ui["nodes"]:
         assert node["type"] in ours or node["type"] in CORE, f"{name}: unknown node type {node['type']}"
     assert any(n["type"] == "Note" and n["widgets_values"][0].strip() for n in ui["nodes"]), "no note"
-    for key, node in api.items():
+    for node in api.values():
         assert node["class_type"] in ours or node["class_type"] in CORE
         assert node["class_type"] not in FRONTEND_ONLY
 
