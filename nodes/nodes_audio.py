@@ -30,18 +30,18 @@ class IASALoadAudio:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                # Named "audio" because ComfyUI's frontend adds the upload button only to an input of that name.
-                "audio": (bridge.list_input_files(AUDIO_EXTENSIONS), {
-                    "audio_upload": True,
+                # No "audio_upload": the frontend's audio upload widget only works on core audio nodes
+                # (on a custom node it fails to build the node at all); upload with core Load Audio instead.
+                "audio_file": (bridge.list_input_files(AUDIO_EXTENSIONS), {
                     "tooltip": "Speech file in ComfyUI's input folder (wav, mp3, flac, ogg, m4a, or a video's "
-                               "sound track); upload one with the button. Ignored when 'audio_input' is "
-                               "connected."}),
+                               "sound track). To upload one, use core Load Audio and connect it to 'audio'. "
+                               "Ignored when 'audio' is connected."}),
                 "max_seconds": ("FLOAT", {
                     "default": 600.0, "min": 1.0, "max": 36000.0, "step": 1.0,
                     "tooltip": "Refuse audio longer than this many seconds (long clips take long to animate)."}),
             },
             "optional": {
-                "audio_input": ("AUDIO", {
+                "audio": ("AUDIO", {
                     "tooltip": "Audio from another node (e.g. Load Audio or a video's sound); used instead of "
                                "the file when connected."}),
             },
@@ -55,29 +55,29 @@ class IASALoadAudio:
     DESCRIPTION = ("Loads speech for IASA and checks it: missing, empty, corrupt, silent or too long audio "
                    "stops here with a clear message. Keeps the original sample rate and channels.")
 
-    def load(self, audio=None, max_seconds=600.0, audio_input=None):
+    def load(self, audio_file=None, max_seconds=600.0, audio=None):
         from iasa_core.audio import load_audio
 
-        if audio_input is not None:
-            clip = load_audio(audio_input, max_seconds=float(max_seconds), name="audio_input")
+        if audio is not None:
+            clip = load_audio(audio, max_seconds=float(max_seconds), name="audio")
         else:
-            if not audio:
+            if not audio_file:
                 raise ValueError("No audio: put a speech file in ComfyUI's input folder "
                                  f"({bridge.input_directory()}) and choose it, or connect an AUDIO input.")
-            clip = load_audio(bridge.annotated_filepath(audio), max_seconds=float(max_seconds),
+            clip = load_audio(bridge.annotated_filepath(audio_file), max_seconds=float(max_seconds),
                               name="audio file")
         return (clip.to_comfy(),)
 
     @classmethod
-    def IS_CHANGED(cls, audio=None, **kwargs):
-        return file_hash(bridge.annotated_filepath(audio)) if isinstance(audio, str) and audio else ""
+    def IS_CHANGED(cls, audio_file=None, **kwargs):
+        return file_hash(bridge.annotated_filepath(audio_file)) if audio_file else ""
 
     @classmethod
-    def VALIDATE_INPUTS(cls, audio=None, input_types=None):
-        if input_types and "audio_input" in input_types:
+    def VALIDATE_INPUTS(cls, audio_file=None, input_types=None):
+        if input_types and "audio" in input_types:
             return True  # the connected AUDIO is used; the file does not matter
-        if not audio or not bridge.exists_annotated_filepath(audio):
-            return (f"Invalid audio file: {audio!r}; put it in ComfyUI's input folder "
+        if not audio_file or not bridge.exists_annotated_filepath(audio_file):
+            return (f"Invalid audio file: {audio_file!r}; put it in ComfyUI's input folder "
                     f"({bridge.input_directory()}) or connect an AUDIO input.")
         return True
 

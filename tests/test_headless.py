@@ -24,7 +24,7 @@ from iasa_core.headless import ComfyClient, ComfyError, apply_sets
 
 VIDEO_BYTES = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40
 PROMPT = {
-    "1": {"class_type": "IASALoadAudio", "inputs": {"audio": "speech.wav"}, "_meta": {"title": "Load Audio"}},
+    "1": {"class_type": "IASALoadAudio", "inputs": {"audio_file": "speech.wav"}, "_meta": {"title": "Load Audio"}},
     "2": {"class_type": "IASASampler", "inputs": {"audio": ["1", 0], "seed": 0, "steps": 4, "cfg": 1.0},
           "_meta": {"title": "Sampler"}},
     "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "video/IASA"},
@@ -305,7 +305,7 @@ def test_successful_run_downloads_the_video_and_prints_progress(comfy, workflow,
     # the upload went to the input folder; ComfyUI renamed it, so the workflow was pointed at the new name
     assert comfy.inputs["speech (1).wav"] == b"RIFF fake wav"
     (sent,) = comfy.prompts.values()
-    assert sent["1"]["inputs"]["audio"] == "speech (1).wav"
+    assert sent["1"]["inputs"]["audio_file"] == "speech (1).wav"
     assert sent["2"]["inputs"]["seed"] == 3 and sent["2"]["inputs"]["cfg"] == 1.5
     assert sent["2"]["inputs"]["audio"] == ["1", 0]
     # the websocket was opened with the client_id the prompt was queued with
@@ -322,10 +322,10 @@ def test_run_workflow_returns_a_result(comfy, tmp_path):
 
 
 def test_apply_sets_by_id_and_title_and_value_parsing():
-    out = apply_sets(PROMPT, ["2.seed=42", "Load Audio.audio=my speech.wav", "2.cfg=2.5",
+    out = apply_sets(PROMPT, ["2.seed=42", "Load Audio.audio_file=my speech.wav", "2.cfg=2.5",
                               "3.filename_prefix=\"007\"", "2.steps=[\"5\", 0]"])
     assert out["2"]["inputs"]["seed"] == 42
-    assert out["1"]["inputs"]["audio"] == "my speech.wav"
+    assert out["1"]["inputs"]["audio_file"] == "my speech.wav"
     assert out["2"]["inputs"]["cfg"] == 2.5
     assert out["3"]["inputs"]["filename_prefix"] == "007"
     assert out["2"]["inputs"]["steps"] == ["5", 0]

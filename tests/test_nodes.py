@@ -25,7 +25,7 @@ PACK_NAME = "iasa_pack_under_test"
 
 # The contract (/tmp/iasa_spec/node_spec.md): inputs in order, then outputs. Never reorder, only append.
 CONTRACT = {
-    "IASALoadAudio": (["audio", "max_seconds"], ["audio_input"], ("AUDIO",), ("audio",)),
+    "IASALoadAudio": (["audio_file", "max_seconds"], ["audio"], ("AUDIO",), ("audio",)),
     "IASALoadPoses": (["pose_file", "fps"], [], ("POSE_KEYPOINT",), ("poses",)),
     "IASAMotion": (["audio", "method", "fps", "seed", "seconds"],
                    ["reference_image", "reference_pose", "emage_model", "smplx_model"], ("POSE_KEYPOINT",), ("poses",)),
@@ -243,22 +243,22 @@ def test_load_audio_from_the_input_folder_and_from_audio(nodes, folders):
     write_wav(inp / "speech.wav", seconds=1.0, rate=16000)
     (inp / "notes.txt").write_text("not audio")
     cls = nodes["IASALoadAudio"]
-    combo, opts = cls.INPUT_TYPES()["required"]["audio"]
-    assert combo == ["speech.wav"] and opts["audio_upload"] is True
+    combo, opts = cls.INPUT_TYPES()["required"]["audio_file"]
+    assert combo == ["speech.wav"] and "audio_upload" not in opts  # the frontend's upload widget breaks custom nodes
 
-    (audio,) = run(cls, audio="speech.wav", max_seconds=600.0)
+    (audio,) = run(cls, audio_file="speech.wav", max_seconds=600.0)
     assert audio["sample_rate"] == 16000 and audio["waveform"].shape == (1, 1, 16000)
     assert audio["waveform"].dtype == torch.float32 and audio["waveform"].abs().max() <= 1.0
 
-    h1 = cls.IS_CHANGED(audio="speech.wav", max_seconds=600.0)
+    h1 = cls.IS_CHANGED(audio_file="speech.wav", max_seconds=600.0)
     write_wav(inp / "speech.wav", seconds=0.9)
-    assert h1 and cls.IS_CHANGED(audio="speech.wav", max_seconds=600.0) != h1
-    assert cls.VALIDATE_INPUTS(audio="speech.wav") is True
-    assert "missing.wav" in cls.VALIDATE_INPUTS(audio="missing.wav")
-    assert cls.VALIDATE_INPUTS(audio="missing.wav", input_types={"audio_input": "AUDIO"}) is True
+    assert h1 and cls.IS_CHANGED(audio_file="speech.wav", max_seconds=600.0) != h1
+    assert cls.VALIDATE_INPUTS(audio_file="speech.wav") is True
+    assert "missing.wav" in cls.VALIDATE_INPUTS(audio_file="missing.wav")
+    assert cls.VALIDATE_INPUTS(audio_file="missing.wav", input_types={"audio": "AUDIO"}) is True
 
     stereo = {"waveform": torch.rand(1, 2, 8000) * 0.5 - 0.25, "sample_rate": 8000}
-    (out,) = run(cls, audio="missing.wav", max_seconds=600.0, audio_input=stereo)
+    (out,) = run(cls, audio_file="missing.wav", max_seconds=600.0, audio=stereo)
     assert out["waveform"].shape == (1, 2, 8000) and out["sample_rate"] == 8000
     assert torch.allclose(out["waveform"], stereo["waveform"])
 
@@ -273,15 +273,15 @@ def test_load_audio_errors_surface_as_they_are(nodes, folders):
     (inp / "empty.wav").write_bytes(b"")
     (inp / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
     with pytest.raises(AudioError, match="silent"):
-        run(cls, audio="quiet.wav", max_seconds=600.0)
+        run(cls, audio_file="quiet.wav", max_seconds=600.0)
     with pytest.raises(AudioError, match="limit is 1 s"):
-        run(cls, audio="long.wav", max_seconds=1.0)
+        run(cls, audio_file="long.wav", max_seconds=1.0)
     with pytest.raises(AudioError, match="empty"):
-        run(cls, audio="empty.wav", max_seconds=600.0)
+        run(cls, audio_file="empty.wav", max_seconds=600.0)
     with pytest.raises(AudioError, match="could not be read"):
-        run(cls, audio="broken.wav", max_seconds=600.0)
+        run(cls, audio_file="broken.wav", max_seconds=600.0)
     with pytest.raises(FileNotFoundError, match="gone.wav"):
-        run(cls, audio="gone.wav", max_seconds=600.0)
+        run(cls, audio_file="gone.wav", max_seconds=600.0)
 
 
 # ---------------------------------------------------------------------- poses
@@ -387,7 +387,7 @@ def test_motion_from_a_reference_pose_matches_the_library(nodes, folders):
 
     inp, _ = folders
     write_wav(inp / "speech.wav", seconds=1.0)
-    (audio,) = run(nodes["IASALoadAudio"], audio="speech.wav", max_seconds=600.0)
+    (audio,) = run(nodes["IASALoadAudio"], audio_file="speech.wav", max_seconds=600.0)
     # A comfyui_controlnet_aux-style reference: normalised coordinates, several frames (the first is used).
     ref = synthetic_pose_keypoint(3, h=96, w=80, normalized=True)
     cls = nodes["IASAMotion"]

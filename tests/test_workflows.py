@@ -151,9 +151,9 @@ def test_widget_values_fit_input_types(name, ours):
                 assert isinstance(value, bool)
             elif kind == "COMBO":
                 options = _combo_options(node["type"], wname, ours)
-                fixed = options is not None and not any(o.get(k) for k in ("audio_upload",) for o in [opts])
-                if fixed and wname not in ("model", "pose_file", "emage_model", "smplx_model", "lora_1", "lora_2",
-                                           "pose_weights", "vae"):
+                file_listing = wname in ("audio_file", "model", "pose_file", "emage_model", "smplx_model",
+                                         "lora_1", "lora_2", "pose_weights", "vae")  # depend on the folders
+                if options is not None and not file_listing:
                     assert value in options, f"{node['type']}.{wname}={value!r} not in {options}"
         # every required socket input is connected
         connected = {e["name"] for e in node["inputs"] if e["link"] is not None}
@@ -182,7 +182,7 @@ def test_files_are_what_the_builder_writes():
 
 def test_default_workflow_inputs_are_shipped():
     _, api = _load("iasa_talking_video")
-    files = {v["inputs"][k] for v in api.values() for k in ("audio", "image", "pose_file")
+    files = {v["inputs"][k] for v in api.values() for k in ("audio_file", "image", "pose_file")
              if isinstance(v["inputs"].get(k), str)}
     assert files == {"iasa_speech.wav", "iasa_speaker.png", "iasa_speaker_pose.json"}
     for f in files:

@@ -203,7 +203,7 @@ def _tail(first_id: int, audio: tuple[int, int], image: tuple[int, int], poses: 
 def workflows() -> dict[str, tuple[list[Node], str]]:
     """Every workflow of the pack: name -> (nodes, note)."""
     talking = [
-        Node(1, "IASALoadAudio", 0, 0, {"audio": "iasa_speech.wav", "max_seconds": 600.0}),
+        Node(1, "IASALoadAudio", 0, 0, {"audio_file": "iasa_speech.wav", "max_seconds": 600.0}),
         Node(2, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
         Node(3, "IASALoadPoses", 0, 2, {"pose_file": "iasa_speaker_pose.json", "fps": 25.0}),
         Node(4, "IASAMotion", 1, 0, {"method": "procedural", "fps": 25.0, "seed": 0, "seconds": 0.0},
@@ -217,7 +217,7 @@ def workflows() -> dict[str, tuple[list[Node], str]]:
         "runs, not a trained result); pick a trained IASA student .safetensors from ComfyUI/models/iasa when "
         "you have one. Save Video writes an mp4 with the audio to ComfyUI/output/video/.")
     emage = [
-        Node(1, "IASALoadAudio", 0, 0, {"audio": "iasa_speech.wav", "max_seconds": 600.0}),
+        Node(1, "IASALoadAudio", 0, 0, {"audio_file": "iasa_speech.wav", "max_seconds": 600.0}),
         Node(2, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
         Node(3, "IASAMotion", 1, 0, {"method": "emage", "fps": 25.0, "seed": 0, "seconds": 0.0,
                                      "emage_model": "none", "smplx_model": "none"},
