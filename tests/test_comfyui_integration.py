@@ -132,3 +132,37 @@ def test_default_workflow_saves_video_with_audio(comfy):
     audio = read_video_audio(video)
     assert audio is not None, f"{video.name} has no audio stream"
     assert audio.num_samples > 0 and audio.duration > 0
+
+
+def _chromium() -> str | None:
+    return os.environ.get("IASA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_ui_workflows_convert_to_our_api_json_in_the_real_frontend(comfy):
+    """Load every UI workflow in ComfyUI's own frontend: its graphToPrompt must give our *_api.json exactly."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright to run this check")
+    browser_path = _chromium()
+    if not browser_path:
+        pytest.skip("no Chromium found (apt install chromium, or set IASA_CHROMIUM)")
+    names = sorted(p.name[: -len("_api.json")] for p in WORKFLOWS.glob("*_api.json"))
+    assert names
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run"]
+    strip = lambda d: {k: {"inputs": v["inputs"], "class_type": v["class_type"]} for k, v in d.items()}  # noqa: E731
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path, args=flags)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(comfy.url, wait_until="load", timeout=180_000)
+            page.wait_for_function("window.app && window.app.graph", timeout=180_000)
+            for name in names:
+                ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+                api = json.loads((WORKFLOWS / f"{name}_api.json").read_text())
+                errors.clear()
+                page.evaluate("async (g) => { await window.app.loadGraphData(g); }", ui)
+                prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+                assert strip(prompt) == strip(api), f"{name}: the frontend makes another prompt; errors: {errors}"
+        finally:
+            browser.close()
