@@ -6,11 +6,8 @@ import argparse
 import sys
 import time
 
-import torch
-
+from .node_support import DTYPES, pick_device, pick_dtype
 from .sparse.grid import parse_size
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _lora(text: str) -> tuple[str, float]:
@@ -75,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
         from .audio import load_audio
 
         audio = load_audio(args.audio, name="--audio")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device = pick_device(args.device or "auto")
+    dtype = pick_dtype(args.dtype or "auto", device)
     t0 = time.perf_counter()
     system = load_model(args.model, search_dirs=args.models, allow_download=args.download,
                         pose_weights=args.pose_weights, vae=args.vae, image_encoder=args.image_encoder,
