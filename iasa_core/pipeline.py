@@ -150,11 +150,13 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
     win_frames = 4 * (windows[0].length - 1) + 1
 
     with torch.no_grad():
-        pose_video = _render(keypoints, hw, bgr)[None].to(device)  # (1, 3, T, H, W) in 0..255
         condition = system.condition(image, win_frames, opt.prompt_embeds)
-        ref = system.denoiser.ref_pose_encoder(pose_video[:, :, 0]).to(dtype)
-        features = [PoseFeatures(system.denoiser.pose_encoder(pose_video[:, :, w.video_frames]).to(dtype), ref)
-                    for w in windows]
+        ref_pose = _render(keypoints[:1], hw, bgr)[:, 0][None].to(device)  # (1, 3, H, W) in 0..255
+        ref = system.denoiser.ref_pose_encoder(ref_pose).to(dtype)
+        features = []
+        for w in windows:  # rendered per window: a whole long video of pose images would not fit in memory
+            pose_video = _render(keypoints[w.video_frames], hw, bgr)[None].to(device)  # (1, 3, T, H, W)
+            features.append(PoseFeatures(system.denoiser.pose_encoder(pose_video).to(dtype), ref))
     sp = dict(system.sparse)
     for key in ("top_k", "block_size", "mode"):
         if getattr(opt, key) is not None:
