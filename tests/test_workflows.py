@@ -187,3 +187,102 @@ def test_default_workflow_inputs_are_shipped():
     assert files == {"iasa_speech.wav", "iasa_speaker.png", "iasa_speaker_pose.json"}
     for f in files:
         assert (WORKFLOWS / "inputs" / f).is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_structure(name, ours):
+    ui, api = _load(name)
+    assert ui["version"] == 0.4 and isinstance(ui["groups"], list) and isinstance(ui["config"], dict)
+    ids = [n["id"] for n in ui["nodes"]]
+    assert len(ids) == len(set(ids)), "node ids repeat"
+    link_ids = [lk[0] for lk in ui["links"]]
+    assert len(link_ids) == len(set(link_ids)), "link ids repeat"
+    for node in ui["nodes"]:
+        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
+                    "widgets_values"):
+            assert key in node, f"{name}: node {node['id']} has no {key!r}"
+        if node["type"] in FRONTEND_ONLY:
+            assert str(node["id"]) not in api
+            continue
+        assert node["properties"].get("Node name for S&R") == node["type"]
+        spec = {n: k for n, k, _o, _r in _inputs(node["type"], ours)}
+        names = [e["name"] for e in node["inputs"]]
+        assert len(names) == len(set(names)), f"{name}: {node['type']} lists an input twice"
+        for entry in node["inputs"]:
+            kind = spec[entry["name"]]
+            is_widget = kind in WIDGET_TYPES or kind == "COMBO"
+            if is_widget:  # a widget input is listed only when connected, and says which widget it replaces
+                assert entry["link"] is not None and entry.get("widget") == {"name": entry["name"]}
+            else:
+                assert "widget" not in entry
+        sockets = [n for n, k in spec.items() if not (k in WIDGET_TYPES or k == "COMBO")]
+        assert sockets == [n for n in names if n in sockets], f"{name}: {node['type']} socket inputs missing/out of order"
+        assert [o["type"] for o in node["outputs"]] == _outputs(node["type"], ours)
+        assert api[str(node["id"])]["_meta"]["title"]
+
+
+def test_connected_widget_inputs():
+    """IASAVideo takes the frame rate from the sampler's fps output (a widget input fed by a link)."""
+    for name in ("iasa_talking_video", "iasa_talking_video_emage_dwpose", "iasa_pose_reenactment"):
+        ui, api = _load(name)
+        video = next(n for n in ui["nodes"] if n["type"] == "IASAVideo")
+        fps = next(e for e in video["inputs"] if e["name"] == "fps")
+        assert fps["widget"] == {"name": "fps"} and fps["link"] is not None
+        assert len(video["widgets_values"]) == 1  # the widget keeps its slot (and value) while connected
+        src = next(lk for lk in ui["links"] if lk[0] == fps["link"])
+        assert src[5] == "FLOAT"
+        assert api[str(video["id"])]["inputs"]["fps"] == [str(src[1]), src[2]]
+        for node in api.values():
+            if node["class_type"] == "SaveVideo":
+                assert node["inputs"]["video"] == [str(video["id"]), 0]
+
+
+def test_workflow_inputs_are_shipped():
+    """Every file a workflow loads is in workflows/inputs (except the user's own driving video)."""
+    for name in NAMES:
+        _, api = _load(name)
+        for node in api.values():
+            for key in ("audio_file", "image", "pose_file", "file"):
+                value = node["inputs"].get(key)
+                if isinstance(value, str) and not (name == "iasa_pose_reenactment" and key == "file"):
+                    assert (WORKFLOWS / "inputs" / value).is_file(), f"{name}: {value} is not shipped"
+
+
+def test_inputs_are_what_make_inputs_writes(tmp_path):
+    """The shipped inputs are reproducible from make_inputs.py and fit together."""
+    import wave
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(WORKFLOWS / "inputs"))
+    import make_inputs
+
+    from iasa_core.pose.sequence import PoseSequence
+
+    make_inputs.make_inputs(str(tmp_path))
+    shipped = WORKFLOWS / "inputs"
+    a = np.asarray(Image.open(shipped / "iasa_speaker.png").convert("RGB"))
+    b = np.asarray(Image.open(tmp_path / "iasa_speaker.png").convert("RGB"))
+    assert a.shape == (256, 256, 3) and np.array_equal(a, b)
+
+    pose = PoseSequence.load_json(shipped / "iasa_speaker_pose.json")
+    assert (len(pose), pose.height, pose.width) == (1, 256, 256)
+    np.testing.assert_allclose(pose.keypoints, PoseSequence.load_json(tmp_path / "iasa_speaker_pose.json").keypoints,
+                               atol=1e-4)
+    motion = PoseSequence.load_json(shipped / "iasa_speaker_motion.json")
+    assert (len(motion), motion.height, motion.width, motion.fps) == (33, 256, 256, 25.0)
+    np.testing.assert_allclose(motion.keypoints[0], pose.keypoints[0], atol=0.06)  # same person, same start
+
+    def samples(path):
+        with wave.open(str(path)) as wf:
+            assert (wf.getnchannels(), wf.getframerate(), wf.getsampwidth()) == (1, 16000, 2)
+            return np.frombuffer(wf.readframes(wf.getnframes()), "<i2").astype(np.int32)
+
+    x, y = samples(shipped / "iasa_speech.wav"), samples(tmp_path / "iasa_speech.wav")
+    assert abs(len(x) / 16000 - 3.0) < 0.01 and (shipped / "iasa_speech.wav").stat().st_size < 150_000
+    assert len(x) == len(y) and np.abs(x - y).max() <= 1
+    frames = x[: len(x) // 400 * 400].reshape(-1, 400)  # 25 ms windows: speech has loud parts and pauses
+    rms = np.sqrt((frames.astype(np.float64) ** 2).mean(1))
+    assert (rms < 0.01 * rms.max()).mean() > 0.1 and (rms > 0.3 * rms.max()).mean() > 0.2

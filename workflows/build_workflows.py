@@ -181,8 +181,11 @@ def build(nodes: list[Node], note: str, specs: dict[str, NodeSpec]) -> tuple[dic
     return ui_graph, api
 
 
-INPUTS_NOTE = ("Inputs: copy workflows/inputs/iasa_speaker.png, iasa_speaker_pose.json and iasa_speech.wav into "
-               "ComfyUI/input (or upload your own: a photo of one person, its pose as POSE_KEYPOINT JSON, speech).")
+INPUTS_NOTE = ("Inputs: copy workflows/inputs/iasa_speech.wav (IASA Load Audio), iasa_speaker.png (Load Image) and "
+               "iasa_speaker_pose.json (IASA Load Poses) from this pack into ComfyUI/input, then press R to refresh. "
+               "Your own: speech (wav/mp3/flac...; IASA Load Audio has no upload button: copy it into ComfyUI/input "
+               "or connect core Load Audio to its 'audio' input), a photo of one person (upload in Load Image), and "
+               "that person's pose as POSE_KEYPOINT JSON (e.g. saved from IASA DWPose) or use reference_image.")
 
 
 def _tail(first_id: int, audio: tuple[int, int], image: tuple[int, int], poses: tuple[int, int], column: int,
@@ -212,26 +215,33 @@ def workflows() -> dict[str, tuple[list[Node], str]]:
     ]
     talking_note = (
         "Audio + photo -> talking video.\n" + INPUTS_NOTE + "\n"
-        "IASA Motion turns the speech into poses of the person (procedural: no weights needed). "
-        "IASA Model Loader: 'tiny' is the CPU-sized preset with RANDOM weights (the video shows the pipeline "
-        "runs, not a trained result); pick a trained IASA student .safetensors from ComfyUI/models/iasa when "
-        "you have one. Save Video writes an mp4 with the audio to ComfyUI/output/video/.")
+        "IASA Motion turns the speech into poses of the person in the photo (method procedural: no weights "
+        "needed; the pose file gives where the person stands). "
+        "IASA Model Loader: 'tiny' is a CPU-sized preset with RANDOM weights, used until the embedded default "
+        "model ships (the video shows the pipeline runs, not a trained result); a trained IASA student "
+        ".safetensors in ComfyUI/models/iasa appears in its list. 256x256, 3 s: a few minutes on a CPU. "
+        "Save Video writes an mp4 with the speech to ComfyUI/output/video/.")
     emage = [
         Node(1, "IASALoadAudio", 0, 0, {"audio_file": "iasa_speech.wav", "max_seconds": 600.0}),
         Node(2, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
         Node(3, "IASAMotion", 1, 0, {"method": "emage", "fps": 25.0, "seed": 0, "seconds": 0.0,
-                                     "emage_model": "none", "smplx_model": "none"},
+                                     "emage_model": "emage_audio", "smplx_model": "SMPLX_NEUTRAL_2020.npz"},
              {"audio": (1, 0), "reference_image": (2, 0)}),
         *_tail(4, audio=(1, 0), image=(2, 0), poses=(3, 0), column=1, prefix="video/iasa_emage"),
     ]
     emage_note = (
-        "Audio + photo -> talking video with EMAGE motion and the reference pose from DWPose.\n" + INPUTS_NOTE
-        + "\nWeights (nothing is downloaded for you):\n"
-        "- EMAGE: the H-Liu1997/emage_audio folder (config.json, pytorch_model.bin, emage_vq/) in "
-        "ComfyUI/models/emage/emage_audio/, then choose it in IASA Motion's emage_model.\n"
+        "Audio + photo -> talking video with EMAGE motion; the person's pose is found in the photo with DWPose.\n"
+        "Inputs: copy workflows/inputs/iasa_speech.wav (IASA Load Audio) and iasa_speaker.png (Load Image) into "
+        "ComfyUI/input, or use your own speech and photo.\nWeights (nothing is downloaded for you):\n"
+        "- EMAGE: the Hugging Face repo H-Liu1997/emage_audio (config.json, pytorch_model.bin, emage_vq/ ...) as "
+        "the folder ComfyUI/models/emage/emage_audio/ (IASA Motion's emage_model lists the folders there).\n"
         "- SMPL-X: SMPLX_NEUTRAL_2020.npz from https://smpl-x.is.tue.mpg.de (free registration, MPI licence; "
-        "it cannot be shipped) in ComfyUI/models/smplx/, then choose it in smplx_model.\n"
-        "- DWPose: yolox_l.onnx and dw-ll_ucoco_384.onnx from huggingface.co/yzd-v/DWPose in ComfyUI/models/dwpose/.")
+        "never shipped with this pack) as ComfyUI/models/smplx/SMPLX_NEUTRAL_2020.npz (smplx_model).\n"
+        "- DWPose (finds the pose of the person in Load Image): yolox_l.onnx and dw-ll_ucoco_384.onnx from "
+        "huggingface.co/yzd-v/DWPose in ComfyUI/models/dwpose/.\n"
+        "Press R (refresh) after copying them. emage_model and smplx_model are preset to these names; pick others "
+        "if yours differ. DWPose is trained on photos: use a real photo of a person (the drawn iasa_speaker.png "
+        "may not be detected). Model: 'tiny' (random weights, CPU-sized) until the embedded default model ships.")
     reenact = [
         Node(1, "LoadVideo", 0, 0, {"file": "driving.mp4"}),
         Node(2, "GetVideoComponents", 1, 0, {}, {"video": (1, 0)}),
@@ -248,15 +258,18 @@ def workflows() -> dict[str, tuple[list[Node], str]]:
         "IASA DWPose needs yolox_l.onnx and dw-ll_ucoco_384.onnx (huggingface.co/yzd-v/DWPose) in "
         "ComfyUI/models/dwpose/.")
     mask = [
-        Node(1, "IASALoadPoses", 0, 0, {"pose_file": "iasa_speaker_pose.json", "fps": 25.0}),
+        Node(1, "IASALoadPoses", 0, 0, {"pose_file": "iasa_speaker_motion.json", "fps": 25.0}),
         Node(2, "IASASparsePlan", 1, 0, {"width": 256, "height": 256, "frames": 0, "top_k": 2,
-                                         "block_size": 128, "mode": "exact"}, {"poses": (1, 0)}),
+                                         "block_size": 32, "mode": "exact"}, {"poses": (1, 0)}),
         Node(3, "PreviewImage", 2, 0, {}, {"images": (2, 1)}),
     ]
     mask_note = (
-        "Sparse attention plan preview: which blocks of queries and keys the IASA student computes for these "
-        "poses.\n" + INPUTS_NOTE + "\nConnect IASA Motion's poses instead of the file to see the plan of a "
-        "whole talking sequence (frames 0 = all poses). The density output is the fraction computed.")
+        "Sparse attention plan preview: which query/key blocks the IASA student computes for these poses "
+        "(grey: within a frame; coloured: across frames, by body region), with each latent frame's region map.\n"
+        "Input: copy workflows/inputs/iasa_speaker_motion.json (33 frames of the speaker talking) into "
+        "ComfyUI/input, or load any POSE_KEYPOINT JSON; or connect IASA Motion / IASA DWPose poses instead.\n"
+        "frames 0 = all poses. block_size 32 shows the regions finely; the sampler's kernels use 128. The density "
+        "(fraction of blocks computed, 1.0 = dense) is printed on the preview and is the node's third output.")
     return {"iasa_talking_video": (talking, talking_note),
             "iasa_talking_video_emage_dwpose": (emage, emage_note),
             "iasa_pose_reenactment": (reenact, reenact_note),

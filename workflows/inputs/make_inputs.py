@@ -6,16 +6,20 @@ Writes
   iasa_speaker.png         256x256 synthetic person (head and shoulders, arms) drawn with PIL shapes
   iasa_speaker_pose.json   its POSE_KEYPOINT (one frame, pixels, "fps" key), the same keypoints
                            the drawing was made from
+  iasa_speaker_motion.json 33 frames (1.3 s at 25 fps) of that person talking and gesturing, starting
+                           from the same pose (coordinates rounded to 0.1 px to keep it small); the
+                           mask preview workflow shows the sparse attention plan of these
   iasa_speech.wav          3 s, 16 kHz mono 16-bit, speech-like: a harmonic voice with a wandering
                            pitch, syllable-rate loudness and two pauses
 
-Copy the three files into ComfyUI/input (or upload them) before running the workflows.
+Copy these files into ComfyUI/input (or upload them) before running the workflows.
 Running the script twice gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import wave
@@ -39,6 +43,8 @@ SECONDS = 3.0
 
 IMAGE_NAME = "iasa_speaker.png"
 POSE_NAME = "iasa_speaker_pose.json"
+MOTION_NAME = "iasa_speaker_motion.json"
+MOTION_FRAMES = 33  # 4n + 1 frames: 9 latent frames for the Wan VAE
 AUDIO_NAME = "iasa_speech.wav"
 
 SKIN = (233, 190, 160)
@@ -46,6 +52,7 @@ SKIN_SHADE = (214, 168, 138)
 HAIR = (66, 44, 32)
 SHIRT = (52, 98, 160)
 SHIRT_SHADE = (42, 80, 134)
+SEAM = (24, 44, 78)
 EYE = (40, 30, 30)
 LIPS = (170, 80, 80)
 MOUTH = (90, 30, 35)
@@ -54,6 +61,19 @@ MOUTH = (90, 30, 35)
 def speaker_keypoints() -> np.ndarray:
     """(133, 3) keypoints of the speaker in pixels on a SIZE x SIZE canvas."""
     return synthetic_keypoints(1, SIZE, SIZE, seed=0, fps=FPS)[0]
+
+
+def speaker_motion() -> list[dict]:
+    """POSE_KEYPOINT of the speaker moving (first frame = :func:`speaker_keypoints`), 0.1 px precision."""
+    kp = synthetic_keypoints(MOTION_FRAMES, SIZE, SIZE, seed=0, fps=FPS)
+    frames = PoseSequence(keypoints=kp, height=SIZE, width=SIZE, fps=FPS).to_pose_keypoint()
+    for frame in frames:
+        for person in frame["people"]:
+            for key, values in person.items():
+                if isinstance(values, list):
+                    person[key] = [round(v, 1) if i % 3 < 2 else round(v, 3) for i, v in enumerate(values)]
+        frame["fps"] = FPS
+    return frames
 
 
 def _background(size: int) -> Image.Image:
@@ -103,10 +123,15 @@ def draw_speaker(kp: np.ndarray, size: int = SIZE) -> Image.Image:
 
     # Arms: sleeve from shoulder to elbow, forearm to wrist.
     for sho, elb, wri in ((L.L_SHOULDER, L.L_ELBOW, L.L_WRIST), (L.R_SHOULDER, L.R_ELBOW, L.R_WRIST)):
+        segments = []
         if kp[elb, 2] > 0:
-            _line(d, _pt(kp, sho), _pt(kp, elb), int(0.075 * s), SHIRT_SHADE)
+            segments.append((_pt(kp, sho), _pt(kp, elb), int(0.075 * s)))
         if kp[elb, 2] > 0 and kp[wri, 2] > 0:
-            _line(d, _pt(kp, elb), _pt(kp, wri), int(0.055 * s), SHIRT)
+            segments.append((_pt(kp, elb), _pt(kp, wri), int(0.06 * s)))
+        for a, b, w in segments:  # a dark outline first so the sleeves stand out from the shirt
+            _line(d, a, b, w + 4, SEAM)
+        for a, b, w in segments:
+            _line(d, a, b, w, SHIRT_SHADE)
 
     # Hands: palm disc plus a stroke per finger.
     for hand in (L.LEFT_HAND, L.RIGHT_HAND):
@@ -133,7 +158,6 @@ def draw_speaker(kp: np.ndarray, size: int = SIZE) -> Image.Image:
     y_chin = float(jaw[:, 1].max())
     brow_y = float(face[17:27, 1].min())
     top = brow_y - 0.07 * s
-    cx = (x0 + x1) / 2.0
     d.ellipse([x0 - 0.02 * s, top - 0.03 * s, x1 + 0.02 * s, y_chin - 0.03 * s], fill=HAIR)
     for ear in (L.L_EAR, L.R_EAR):
         ex, ey = _pt(kp, ear)
@@ -151,7 +175,6 @@ def draw_speaker(kp: np.ndarray, size: int = SIZE) -> Image.Image:
     d.line([tuple(map(float, p)) for p in face[31:36]], fill=SKIN_SHADE, width=max(2, int(0.008 * s)))
     d.polygon([tuple(map(float, p)) for p in face[48:60]], fill=LIPS)
     d.polygon([tuple(map(float, p)) for p in face[60:68]], fill=MOUTH)
-    del cx
     return img
 
 
@@ -219,9 +242,13 @@ def make_inputs(out_dir: str = HERE) -> list[str]:
     pose_path = os.path.join(out_dir, POSE_NAME)
     PoseSequence(keypoints=kp[None], height=SIZE, width=SIZE, fps=FPS).save_json(pose_path)
 
+    motion_path = os.path.join(out_dir, MOTION_NAME)
+    with open(motion_path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(speaker_motion(), separators=(",", ":")))
+
     audio_path = os.path.join(out_dir, AUDIO_NAME)
     write_wav(audio_path, speech_wave())
-    return [image_path, pose_path, audio_path]
+    return [image_path, pose_path, motion_path, audio_path]
 
 
 def main(argv: list[str] | None = None) -> int:
