@@ -60,14 +60,20 @@ def training_filter(kp: np.ndarray, face_min: float = FACE_MIN, upper_min: float
     return (face > face_min) & (upper > upper_min) & (visible >= visible_fraction)
 
 
+def _one_pose(kp: np.ndarray) -> np.ndarray:
+    """One pose (133, 3) as an array, or a clear error."""
+    kp = np.asarray(kp)
+    if kp.shape != (L.NUM_KEYPOINTS, 3):
+        raise ValueError(f"keypoints: expected shape ({L.NUM_KEYPOINTS}, 3), got {kp.shape}")
+    return kp
+
+
 def passes_training_filter(kp: np.ndarray, face_min: float = FACE_MIN, upper_min: float = UPPER_MIN,
                            visible_fraction: float = VISIBLE_FRACTION, visible_score: float = VISIBLE_SCORE,
                            face_indices: Sequence[int] = L.FACE,
                            upper_indices: Sequence[int] = L.UPPER_BODY) -> bool:
     """Whether one pose (133, 3) passes the training filter."""
-    kp = np.asarray(kp)
-    if kp.shape != (L.NUM_KEYPOINTS, 3):
-        raise ValueError(f"keypoints: expected shape ({L.NUM_KEYPOINTS}, 3), got {kp.shape}")
+    kp = _one_pose(kp)
     return bool(training_filter(kp, face_min, upper_min, visible_fraction, visible_score,
                                 face_indices, upper_indices)[0])
 
@@ -77,9 +83,7 @@ def pose_quality(kp: np.ndarray, face_min: float = FACE_MIN, upper_min: float = 
                  face_indices: Sequence[int] = L.FACE,
                  upper_indices: Sequence[int] = L.UPPER_BODY) -> dict:
     """The filter's numbers for one pose (133, 3), plus hand scores and the verdict."""
-    kp = np.asarray(kp)
-    if kp.shape != (L.NUM_KEYPOINTS, 3):
-        raise ValueError(f"keypoints: expected shape ({L.NUM_KEYPOINTS}, 3), got {kp.shape}")
+    kp = _one_pose(kp)
     arr = _as_frames(kp)
     face, upper, visible = _stats(arr, visible_score, face_indices, upper_indices)
     scores = arr[0, :, 2]
