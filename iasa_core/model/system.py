@@ -132,15 +132,26 @@ class PoseWanSystem:
         std = torch.tensor(self.vae.config.latents_std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1, 1)
         return mean, std
 
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, T, H, W) in [-1, 1] -> normalised latents (B, z, F, h, w) (the VAE's mode)."""
+        vp = next(self.vae.parameters())
+        latents = self.vae.encode(video.to(vp.device, vp.dtype)).latent_dist.mode()
+        mean, std = self._latent_stats(latents)
+        return (latents - mean) / std
+
+    def decode_tensor(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, z, F, h, w) -> pixels (B, 3, T, H, W) in [-1, 1]; differentiable."""
+        vp = next(self.vae.parameters())
+        x = latents.to(vp.device, vp.dtype)
+        mean, std = self._latent_stats(x)
+        return self.vae.decode(x * std + mean).sample
+
     def image_condition(self, image: np.ndarray, num_frames: int) -> torch.Tensor:
         """I2V condition y (1, 4 + z, F, h, w): a first-frame mask over the latents of [image, black, ...]."""
-        vp = next(self.vae.parameters())
         img = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 127.5 - 1.0
         video = torch.zeros(1, 3, num_frames, *img.shape[-2:])
         video[0, :, 0] = img
-        latents = self.vae.encode(video.to(vp.device, vp.dtype)).latent_dist.mode()
-        mean, std = self._latent_stats(latents)
-        latents = (latents - mean) / std
+        latents = self.encode(video)
         f, h, w = latents.shape[2:]
         mask = torch.zeros(1, 4, f, h, w, device=latents.device, dtype=latents.dtype)
         mask[:, :, 0] = 1.0  # all four frame slots of the first latent frame are the given image
@@ -154,9 +165,6 @@ class PoseWanSystem:
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents (1, z, F, h, w) -> frames (T, H, W, 3) uint8."""
-        vp = next(self.vae.parameters())
-        x = latents.to(vp.device, vp.dtype)
-        mean, std = self._latent_stats(x)
-        video = self.vae.decode(x * std + mean).sample  # (1, 3, T, H, W) in [-1, 1]
+        video = self.decode_tensor(latents)
         frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return frames.permute(1, 2, 3, 0).cpu().numpy()

@@ -1,0 +1,96 @@
+"""One dataset clip -> the tensors a training step feeds the pose-conditioned denoiser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from iasa_core.model.pose_wan import Condition, PoseFeatures
+from iasa_core.model.system import PoseWanSystem
+from iasa_core.pipeline import plan_options
+from iasa_core.pose.render import RenderStyle, render_poses_tensor
+from iasa_core.sparse.grid import SPATIAL_STRIDE
+from iasa_core.sparse.plan import SparsePlan, build_plan
+
+
+@dataclass
+class TrainSample:
+    """A clip ready for the denoiser: target latents, condition, raw pose images, plan and ground truth."""
+
+    latents: torch.Tensor      # (1, z, F, h, w) normalised VAE latents of the clip
+    condition: Condition       # reference image (I2V y + CLIP) and prompt
+    pose_video: torch.Tensor   # (1, 3, T, H, W) pose images, 0..255 (the pose encoder is trained, so raw)
+    ref_pose: torch.Tensor     # (1, 3, H, W) pose image of the reference frame
+    plan: SparsePlan | None
+    frames: torch.Tensor       # (1, 3, T, H, W) ground-truth pixels in [-1, 1]
+    labels: torch.Tensor       # (T, H, W) region label map
+    keypoints: torch.Tensor    # (T, 133, 3) pixel keypoints
+    clip_id: str = ""
+
+
+def check_clip(frames: torch.Tensor, keypoints: torch.Tensor, clip_id: str) -> None:
+    """Clear errors for clips the model cannot take (frame count and size)."""
+    t, h, w = frames.shape[:3]
+    if (t - 1) % 4:
+        raise ValueError(f"clip {clip_id}: {t} frames; the Wan VAE needs 4n+1 (prepare with --frames 81, 49, 9...)")
+    if h % SPATIAL_STRIDE or w % SPATIAL_STRIDE:
+        raise ValueError(f"clip {clip_id}: size {h}x{w} must be a multiple of {SPATIAL_STRIDE}; prepare with "
+                         "another --size")
+    if keypoints.shape[0] != t:
+        raise ValueError(f"clip {clip_id}: {keypoints.shape[0]} keypoint frames for {t} video frames")
+
+
+def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[str, Any] | None,
+                   ref_index: int = 0, pose_bgr: bool = False) -> TrainSample:
+    """Encode one clip (``ClipDataset`` item) with the frozen VAE/CLIP and build its sparse plan."""
+    frames = torch.as_tensor(item["frames"])
+    keypoints = torch.as_tensor(item["keypoints"]).float()
+    clip_id = str(item.get("clip_id", ""))
+    check_clip(frames, keypoints, clip_id)
+    t, h, w = frames.shape[:3]
+    device = system.device
+    video = frames.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
+    kp = keypoints.numpy()
+    with torch.no_grad():
+        latents = system.encode(video).to(device, torch.float32)
+        ref_image = np.ascontiguousarray(frames[ref_index].numpy())
+        condition = system.condition(ref_image, t)
+    style = RenderStyle(bgr=pose_bgr)
+    pose_video = render_poses_tensor(kp, h, w, style)[None].to(device)
+    ref_pose = render_poses_tensor(kp[ref_index:ref_index + 1], h, w, style)[:, 0][None].to(device)
+    plan = build_plan(kp, (h, w), **plan_options(sparse)) if sparse is not None else None
+    return TrainSample(latents, condition, pose_video, ref_pose, plan, video.to(device),
+                       torch.as_tensor(item["labels"]), keypoints, clip_id)
+
+
+def drop_condition(condition: Condition, keep_image: torch.Tensor) -> Condition:
+    """The condition with the reference image zeroed where ``keep_image`` (B,) is 0 (the CFG-unconditional input)."""
+    k = keep_image.to(condition.y.dtype)
+    y = condition.y * k.view(-1, 1, 1, 1, 1)
+    image = condition.image * k.view(-1, 1, 1).to(condition.image.dtype) if condition.image is not None else None
+    return Condition(y, condition.text, image)
+
+
+def drop_pose(features: PoseFeatures, keep_pose: torch.Tensor) -> PoseFeatures:
+    """Pose features zeroed where ``keep_pose`` (B,) is 0; multiplying keeps every weight in the graph (DDP)."""
+    k = keep_pose.to(features.video.dtype).view(-1, 1, 1, 1, 1)
+    return PoseFeatures(features.video * k, features.ref * k if features.ref is not None else None)
+
+
+class PosedDenoiser(torch.nn.Module):
+    """Pose encoders and denoiser in one forward, so DDP sees every trained weight in a single call."""
+
+    def __init__(self, denoiser: torch.nn.Module) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x_t: torch.Tensor, timestep: torch.Tensor, condition: Condition, pose_video: torch.Tensor,
+                ref_pose: torch.Tensor, keep_pose: torch.Tensor | None = None) -> torch.Tensor:
+        """Flow prediction for noisy latents, encoding the pose images first."""
+        features = self.denoiser.encode_poses(pose_video, ref_pose)
+        if keep_pose is not None:
+            features = drop_pose(features, keep_pose)
+        return self.denoiser(x_t, timestep, condition, features)

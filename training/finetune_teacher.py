@@ -1,0 +1,191 @@
+"""Paper stage 1: fine-tune the pose-conditioned teacher with IASA attention (flow matching, CFG dropout).
+
+    python -m training.finetune_teacher --config training/configs/teacher_tiny_cpu.yaml [--set run.steps=10]
+    torchrun --nproc_per_node 4 -m training.finetune_teacher --config training/configs/teacher_paper.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from iasa_core.model.checkpoint import save_student
+from iasa_core.model.sparse_patch import sparse_attention_enabled
+from iasa_core.model.system import PoseWanSystem
+
+from .batch import PosedDenoiser, TrainSample, drop_condition, prepare_sample
+from .config import ConfigError, TeacherConfig, load_config, to_dict
+from .lora import lora_layers, merge_lora_layers, save_lora
+from .model_setup import (
+    enable_checkpointing,
+    load_system,
+    make_optimizer,
+    make_trainable,
+    open_dataset,
+    output_path,
+    sparse_settings,
+)
+from .objectives import add_noise, flow_matching_loss, sample_sigma
+from .runtime import (
+    MetricLogger,
+    Runtime,
+    all_mean,
+    autocast,
+    clip_index,
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    no_sync,
+    sample_generator,
+    sample_index,
+    save_checkpoint,
+    setup_runtime,
+    teardown_runtime,
+    trainable_state,
+    unwrap,
+    wrap_ddp,
+)
+
+
+def teacher_loss(model: torch.nn.Module, sample: TrainSample, gen: torch.Generator, cfg: TeacherConfig,
+                 device: torch.device, scale: float = 1.0, backward: bool = True) -> dict[str, float]:
+    """One clip's flow-matching loss, back-propagated (times ``scale``) inside the sparse-attention context.
+
+    ``backward=False`` only evaluates it (the same draws from ``gen``), e.g. on a fixed validation batch.
+
+    Backward runs inside the context on purpose: with gradient checkpointing the blocks are recomputed during
+    backward, and they must recompute with the same sparse attention they ran forward with.
+    """
+    draws = torch.rand(3, generator=gen)
+    sigma = sample_sigma(draws[0:1], cfg.flow.shift).to(device)
+    keep_pose = (draws[1:2] >= cfg.flow.pose_dropout).float().to(device)
+    keep_image = (draws[2:3] >= cfg.flow.image_dropout).float().to(device)
+    x0 = sample.latents
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    x_t = add_noise(x0, noise, sigma)
+    timestep = (sigma * 1000.0).to(device)
+    condition = drop_condition(sample.condition, keep_image)
+    inner = unwrap(model).denoiser
+    with sparse_attention_enabled(inner, sample.plan, cfg.sparse.backend), torch.set_grad_enabled(backward):
+        with autocast(device, cfg.run.precision):
+            pred = model(x_t, timestep, condition, sample.pose_video, sample.ref_pose, keep_pose)
+        loss = flow_matching_loss(pred, noise, x0)
+        if backward:
+            (loss * scale).backward()
+    return {"loss": float(loss.detach()), "sigma": float(sigma[0]), "keep_pose": float(keep_pose[0]),
+            "keep_image": float(keep_image[0])}
+
+
+def export_teacher(system: PoseWanSystem, model: torch.nn.Module, cfg: TeacherConfig,
+                   sparse: dict[str, Any] | None) -> dict[str, str]:
+    """Write the merged teacher (a model file ``generate`` and the nodes load) and, for LoRA runs, the LoRA alone."""
+    denoiser = copy.deepcopy(unwrap(model).denoiser).eval().requires_grad_(False)
+    out: dict[str, str] = {}
+    if lora_layers(denoiser):
+        out["lora"] = str(save_lora(denoiser.transformer, output_path(cfg.run.output_dir, cfg.export.lora_path)))
+        merge_lora_layers(denoiser)
+    schedule = {"kind": "teacher", "steps": cfg.export.steps, "guidance": cfg.export.guidance,
+                "shift": cfg.flow.shift}
+    merged = PoseWanSystem(system.config, denoiser, system.vae, system.image_encoder, system.prompt_embeds,
+                           schedule=schedule, sparse=sparse if sparse is not None else dict(system.sparse),
+                           source="fine-tuned teacher")
+    out["model"] = str(save_student(merged, output_path(cfg.run.output_dir, cfg.export.path)))
+    return out
+
+
+def _check_resume(state: dict[str, Any], cfg: TeacherConfig, path: Path) -> None:
+    saved = state.get("config", {})
+    for section in ("model", "lora"):
+        if saved.get(section) != to_dict(cfg).get(section):
+            raise ConfigError(f"{path} was trained with another {section} section ({saved.get(section)}); "
+                              "resume with the same config or use a new run.output_dir")
+
+
+def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = None) -> dict[str, Any]:
+    """Run (or resume) the fine-tune; returns the final step, the last losses and the exported files."""
+    own_rt = rt is None
+    rt = rt or setup_runtime(cfg.run)
+    try:
+        out_dir = Path(cfg.run.output_dir)
+        torch.manual_seed(cfg.run.seed)
+        system = load_system(cfg.model, rt.device)
+        dataset = dataset if dataset is not None else open_dataset(cfg.data.root)
+        params = make_trainable(system.denoiser, cfg.lora)
+        enable_checkpointing(system.denoiser, cfg.run.gradient_checkpointing)
+        model = wrap_ddp(PosedDenoiser(system.denoiser), rt)
+        opt, sched = make_optimizer(params, cfg.optim)
+        sparse = sparse_settings(system, cfg.sparse)
+
+        start = 0
+        resume = latest_checkpoint(out_dir)
+        if resume is not None:
+            _check_resume(read_checkpoint_state(resume), cfg, resume)
+            state, _ = load_checkpoint(resume, {"denoiser": model}, {"opt": opt})
+            start = int(state["step"])
+            sched.last_epoch = start
+            if rt.is_main:
+                print(f"resuming from {resume} (step {start})", file=sys.stderr)
+        if rt.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        logger = MetricLogger(out_dir, rt, cfg.run.tensorboard, cfg.run.steps)
+        history: list[float] = []
+        for step in range(start, cfg.run.steps):
+            totals: dict[str, float] = {}
+            for micro in range(cfg.run.grad_accum):
+                k = sample_index(step, micro, rt, cfg.run.grad_accum)
+                sample = prepare_sample(system, dataset[clip_index(k, len(dataset), cfg.run.seed)], sparse=sparse)
+                gen = sample_generator(cfg.run.seed, k)
+                with no_sync(model, micro < cfg.run.grad_accum - 1):
+                    parts = teacher_loss(model, sample, gen, cfg, rt.device, 1.0 / cfg.run.grad_accum)
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + v / cfg.run.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss = float(all_mean(torch.tensor(totals["loss"]), rt))
+            history.append(loss)
+            done = step + 1
+            if done % cfg.run.log_every == 0 or done == cfg.run.steps:
+                logger.log(done, {"train/loss": loss, "train/grad_norm": float(grad_norm),
+                                  "train/lr": sched.get_last_lr()[0], "train/sigma": totals["sigma"]})
+            if rt.is_main and (done % cfg.run.save_every == 0 or done == cfg.run.steps):
+                save_checkpoint(out_dir, done, {"denoiser": trainable_state(model)}, {"opt": opt},
+                                {"config": to_dict(cfg)}, cfg.run.keep_checkpoints)
+        logger.close()
+        exported = export_teacher(system, model, cfg, sparse) if rt.is_main else {}
+        return {"step": cfg.run.steps, "start": start, "losses": history, "exported": exported}
+    finally:
+        if own_rt:
+            teardown_runtime(rt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m training.finetune_teacher", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config (see training/configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set run.steps=10 (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(TeacherConfig, args.config, args.set)
+        result = train_teacher(cfg)
+    except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result["exported"]:
+        print(json.dumps(result["exported"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

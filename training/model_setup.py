@@ -1,0 +1,99 @@
+"""Model setup shared by the training scripts: load, choose what trains, optimizers, sparse settings."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from iasa_core.model.loading import load_model
+from iasa_core.model.pose_wan import PoseWanTransformer
+from iasa_core.model.system import PoseWanSystem
+
+from .config import LoraConfig, ModelSpec, OptimConfig, SparseConfig
+from .lora import add_lora
+
+
+def load_system(spec: ModelSpec, device: torch.device) -> PoseWanSystem:
+    """Load the model a config names (frozen, fp32) and move it to ``device``."""
+    prompt = None
+    if spec.prompt_embeds:
+        from safetensors.torch import load_file
+
+        tensors = load_file(spec.prompt_embeds)
+        if "prompt_embeds" not in tensors:
+            raise ValueError(f"{spec.prompt_embeds} has no 'prompt_embeds' tensor; write the UMT5 output of your "
+                             "prompt (tokens, text_dim) under that name")
+        prompt = tensors["prompt_embeds"]
+    system = load_model(spec.spec, search_dirs=spec.search_dirs, allow_download=spec.allow_download,
+                        pose_weights=spec.pose_weights, vae=spec.vae, image_encoder=spec.image_encoder,
+                        prompt_embeds=prompt, loras=[(p, float(s)) for p, s in spec.loras], seed=spec.seed)
+    system.to(device, torch.float32)
+    return system.eval()
+
+
+def make_trainable(denoiser: PoseWanTransformer, lora: LoraConfig) -> list[nn.Parameter]:
+    """Add LoRA adapters (rank > 0) or unfreeze everything (rank 0); returns the parameters to optimise."""
+    denoiser.requires_grad_(False)
+    if lora.rank > 0:
+        add_lora(denoiser.transformer, lora.rank, lora.alpha, lora.targets)
+        for name, p in denoiser.named_parameters():
+            if ".lora_down." in name or ".lora_up." in name:
+                p.requires_grad_(True)
+        if lora.train_pose_encoder:
+            denoiser.pose_encoder.requires_grad_(True)
+            denoiser.ref_pose_encoder.requires_grad_(True)
+    else:
+        denoiser.requires_grad_(True)
+    denoiser.train()
+    return [p for p in denoiser.parameters() if p.requires_grad]
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW and its linear warm-up schedule."""
+    if not params:
+        raise ValueError("nothing to train: the config freezes every weight")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    warm = max(0, int(cfg.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    return opt, sched
+
+
+def sparse_settings(system: PoseWanSystem, cfg: SparseConfig) -> dict[str, Any] | None:
+    """The plan options training uses (the model's stored ones with the config's overrides), or None if dense."""
+    if not cfg.enabled:
+        return None
+    out = dict(system.sparse)
+    out.update(cfg.settings)
+    return out
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off, in eval mode."""
+    out = copy.deepcopy(module)
+    out.requires_grad_(False)
+    return out.eval()
+
+
+def output_path(output_dir: str, path: str) -> Path:
+    """``path`` as given when absolute, else inside the run's output folder."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(output_dir) / p
+
+
+def enable_checkpointing(denoiser: PoseWanTransformer, on: bool) -> None:
+    """Gradient checkpointing of the Wan blocks (recomputed in backward; see the note in the step functions)."""
+    if on:
+        denoiser.transformer.enable_gradient_checkpointing()
+
+
+def open_dataset(root: str) -> Any:
+    """The prepared dataset at ``root`` (``python -m training.prepare --out ROOT``)."""
+    if not root:
+        raise ValueError("data.root is empty: set it to a folder written by python -m training.prepare")
+    from .data.dataset import ClipDataset
+
+    return ClipDataset(root)

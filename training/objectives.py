@@ -1,0 +1,51 @@
+"""Losses of the two training stages: flow matching (teacher) and distribution matching (student, DMD)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from iasa_core.sampling.schedules import shift_sigma
+
+
+def sample_sigma(u: torch.Tensor | float, shift: float, t_min: float = 0.0, t_max: float = 1.0) -> torch.Tensor:
+    """Noise levels from uniform draws ``u`` in [0, 1): mapped to [t_min, t_max], then warped by the shift."""
+    u = torch.as_tensor(u, dtype=torch.float64)
+    return shift_sigma(t_min + (t_max - t_min) * u, shift).float()
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """Flow-matching interpolation x_t = (1 - sigma) x0 + sigma noise (sigma broadcast per sample)."""
+    s = torch.as_tensor(sigma, dtype=x0.dtype, device=x0.device)
+    if s.ndim == 1:
+        s = s.view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - s) * x0 + s * noise
+
+
+def flow_matching_loss(pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """MSE between the predicted flow and its target noise - x0 (Wan's training objective)."""
+    return F.mse_loss(pred.float(), (noise - x0).float())
+
+
+def x0_from_flow(x_t: torch.Tensor, flow: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """The clean sample a flow prediction implies: x_t - sigma * flow."""
+    s = torch.as_tensor(sigma, dtype=x_t.dtype, device=x_t.device)
+    if s.ndim == 1:
+        s = s.view(-1, *([1] * (x_t.ndim - 1)))
+    return x_t - s * flow.to(x_t.dtype)
+
+
+def dmd_gradient(x: torch.Tensor, pred_real: torch.Tensor, pred_fake: torch.Tensor) -> torch.Tensor:
+    """DMD's per-sample normalised gradient (pred_fake - pred_real) / mean|x - pred_real| (DMD eq. 7)."""
+    with torch.no_grad():
+        dims = tuple(range(1, x.ndim))
+        normaliser = (x.float() - pred_real.float()).abs().mean(dim=dims, keepdim=True).clamp_min(1e-8)
+        grad = (pred_fake.float() - pred_real.float()) / normaliser
+        return torch.nan_to_num(grad)
+
+
+def dmd_loss(x: torch.Tensor, pred_real: torch.Tensor, pred_fake: torch.Tensor) -> torch.Tensor:
+    """0.5 * MSE(x, stopgrad(x - grad)): its gradient with respect to x is grad / x.numel()."""
+    grad = dmd_gradient(x, pred_real, pred_fake)
+    target = (x.float() - grad).detach()
+    return 0.5 * F.mse_loss(x.float(), target)
