@@ -1,0 +1,1 @@
+"""Training code for the IASA teacher fine-tune and few-step distillation."""
