@@ -12,6 +12,10 @@ from typing import Any
 import yaml
 
 
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
 @dataclass
 class ModelSpec:
     """What ``iasa_core.model.loading.load_model`` takes: a preset, a student/teacher file, Wan files or a folder."""
@@ -77,11 +81,21 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda:<local rank> when CUDA is there, else cpu
     precision: str = "fp32"  # fp32 | bf16 (autocast; master weights stay fp32)
+    frozen_dtype: str = "fp32"  # fp32 | bf16: storage of the weights that do not train (needs precision bf16)
     gradient_checkpointing: bool = False
     log_every: int = 10
     save_every: int = 100
     keep_checkpoints: int = 3
     tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("precision", "frozen_dtype"):
+            if getattr(self, key) not in ("fp32", "bf16"):
+                raise ConfigError(f"run.{key} must be 'fp32' or 'bf16'; got {getattr(self, key)!r}")
+        if self.frozen_dtype == "bf16" and self.precision != "bf16":
+            raise ConfigError("run.frozen_dtype bf16 needs run.precision bf16 (autocast mixes the two dtypes)")
+        if self.steps < 1 or self.grad_accum < 1 or self.log_every < 1 or self.save_every < 1:
+            raise ConfigError("run.steps, run.grad_accum, run.log_every and run.save_every must be at least 1")
 
 
 @dataclass
@@ -169,10 +183,6 @@ class DistillConfig:
     region: RegionConfig = field(default_factory=RegionConfig)
     run: RunConfig = field(default_factory=RunConfig)
     export: StudentExport = field(default_factory=StudentExport)
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
 
 
 def _is_dataclass_type(tp: Any) -> bool:

@@ -32,6 +32,7 @@ from .batch import PosedDenoiser, TrainSample, drop_condition, prepare_sample
 from .config import ConfigError, DistillConfig, RegionConfig, load_config, to_dict
 from .lora import merge_lora_layers
 from .model_setup import (
+    cast_frozen,
     enable_checkpointing,
     frozen_copy,
     load_system,
@@ -39,6 +40,7 @@ from .model_setup import (
     make_trainable,
     open_dataset,
     output_path,
+    shared_copy,
     sparse_settings,
 )
 from .objectives import add_noise, dmd_loss, flow_matching_loss, sample_sigma, x0_from_flow
@@ -114,24 +116,9 @@ def build_region_loss(cfg: RegionConfig, device: torch.device) -> torch.nn.Modul
     """The region loss from its config (LPIPS weights and ArcFace model from local files), or None if off."""
     if cfg.weight <= 0:
         return None
-    from .losses.arcface import ArcFaceEmbedder
-    from .losses.lpips import LPIPS
-    from .losses.region import RegionLoss, RegionLossConfig
+    from .losses.region import build_region_loss as build
 
-    if (cfg.lpips_backbone is None) != (cfg.lpips_lin is None):
-        raise ConfigError("region.lpips_backbone and region.lpips_lin go together: give both files (torchvision's "
-                          f"{cfg.lpips_net} checkpoint and lpips' weights/v0.1/{cfg.lpips_net}.pth) or neither")
-    if cfg.lpips_backbone is None:
-        print("region loss: no LPIPS weight files given; using random LPIPS features (fine for tests and toy "
-              "models, not for a real run)", file=sys.stderr)
-        lpips = LPIPS(cfg.lpips_net, pretrained=False, seed=0)
-    else:
-        lpips = LPIPS.from_files(cfg.lpips_net, cfg.lpips_backbone, cfg.lpips_lin)
-    arcface = ArcFaceEmbedder.from_onnx(cfg.arcface) if cfg.arcface else None
-    weights = RegionLossConfig(face=cfg.face, hands=cfg.hands, arms=cfg.arms, body=cfg.body)
-    loss = RegionLoss(weights, lpips.eval().requires_grad_(False),
-                      arcface.eval().requires_grad_(False) if arcface is not None else None)
-    return loss.to(device)
+    return build(cfg).eval().requires_grad_(False).to(device)
 
 
 def region_term(system: PoseWanSystem, region_loss: torch.nn.Module, x0: torch.Tensor, sample: TrainSample,
@@ -224,10 +211,13 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
         system = load_system(cfg.teacher, rt.device)
         dataset = dataset if dataset is not None else open_dataset(cfg.data.root)
         sparse = sparse_settings(system, cfg.sparse)
-        teacher = PosedDenoiser(frozen_copy(system.denoiser))
+        share = cfg.lora.rank > 0  # LoRA: one frozen base under teacher, critic and student
+        teacher = PosedDenoiser(frozen_copy(system.denoiser, share))
+        critic_denoiser = shared_copy(system.denoiser, share)
         gen_params = make_trainable(system.denoiser, cfg.lora)  # the student starts as the teacher
-        critic_denoiser = copy.deepcopy(teacher.denoiser)
         critic_params = make_trainable(critic_denoiser, cfg.lora)
+        for d in (system.denoiser, critic_denoiser, teacher.denoiser):
+            cast_frozen(d, cfg.run.frozen_dtype)
         for d in (system.denoiser, critic_denoiser):
             enable_checkpointing(d, cfg.run.gradient_checkpointing)
         generator = wrap_ddp(PosedDenoiser(system.denoiser), rt)

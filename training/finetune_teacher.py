@@ -24,6 +24,7 @@ from .batch import PosedDenoiser, TrainSample, drop_condition, prepare_sample
 from .config import ConfigError, TeacherConfig, load_config, to_dict
 from .lora import lora_layers, merge_lora_layers, save_lora
 from .model_setup import (
+    cast_frozen,
     enable_checkpointing,
     load_system,
     make_optimizer,
@@ -41,8 +42,8 @@ from .runtime import (
     clip_index,
     latest_checkpoint,
     load_checkpoint,
-    read_checkpoint_state,
     no_sync,
+    read_checkpoint_state,
     sample_generator,
     sample_index,
     save_checkpoint,
@@ -118,6 +119,7 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
         system = load_system(cfg.model, rt.device)
         dataset = dataset if dataset is not None else open_dataset(cfg.data.root)
         params = make_trainable(system.denoiser, cfg.lora)
+        cast_frozen(system.denoiser, cfg.run.frozen_dtype)
         enable_checkpointing(system.denoiser, cfg.run.gradient_checkpointing)
         model = wrap_ddp(PosedDenoiser(system.denoiser), rt)
         opt, sched = make_optimizer(params, cfg.optim)

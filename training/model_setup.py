@@ -71,11 +71,37 @@ def sparse_settings(system: PoseWanSystem, cfg: SparseConfig) -> dict[str, Any] 
     return out
 
 
-def frozen_copy(module: nn.Module) -> nn.Module:
-    """A deep copy with gradients off, in eval mode."""
-    out = copy.deepcopy(module)
+def shared_copy(module: nn.Module, share: bool = True) -> nn.Module:
+    """A deep copy of a posed denoiser that shares (does not duplicate) its transformer weights when ``share``.
+
+    Teacher, critic and student all start from one model; with LoRA the transformer's base weights never train
+    and only the adapters differ, so sharing them keeps one copy of a 14B model in memory instead of three. The
+    small pose encoders are always copied, since they may train.
+    """
+    memo: dict[int, object] = {}
+    if share:
+        for name, p in module.named_parameters():
+            if name.startswith("transformer."):
+                memo[id(p)] = p
+    return copy.deepcopy(module, memo)
+
+
+def frozen_copy(module: nn.Module, share: bool = True) -> nn.Module:
+    """A copy with gradients off, in eval mode (see ``shared_copy``)."""
+    out = shared_copy(module, share)
     out.requires_grad_(False)
     return out.eval()
+
+
+def cast_frozen(module: nn.Module, dtype: str) -> None:
+    """Store the frozen weights in ``dtype`` (bf16 halves a 14B base); the trained ones stay fp32."""
+    if dtype == "fp32":
+        return
+    if dtype != "bf16":
+        raise ValueError(f"run.frozen_dtype must be 'fp32' or 'bf16'; got {dtype!r}")
+    for p in module.parameters():
+        if not p.requires_grad:
+            p.data = p.data.to(torch.bfloat16)
 
 
 def output_path(output_dir: str, path: str) -> Path:
