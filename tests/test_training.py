@@ -438,3 +438,61 @@ def test_two_process_ddp_equals_one_process_with_accumulation(dataset_root, tmp_
     # move a weight whose gradient is ~0 by a fraction of lr (1e-3), so compare at 1e-4.
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
     assert (tmp_path / "two" / "teacher.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------- memory sharing and precision
+
+
+def test_distillation_copies_share_the_frozen_base_and_leave_the_teacher_unchanged():
+    from training.config import LoraConfig, ModelSpec
+    from training.model_setup import frozen_copy, load_system, make_trainable, shared_copy
+
+    system = load_system(ModelSpec(spec="tiny"), torch.device("cpu"))
+    teacher = frozen_copy(system.denoiser, share=True)
+    critic = shared_copy(system.denoiser, share=True)
+    lora = LoraConfig(rank=4, train_pose_encoder=True)
+    params = make_trainable(system.denoiser, lora)
+    make_trainable(critic, lora)
+    q_student = system.denoiser.transformer.blocks[0].attn1.to_q
+    assert teacher.transformer.blocks[0].attn1.to_q.weight is q_student.base.weight
+    assert critic.transformer.blocks[0].attn1.to_q.base.weight is q_student.base.weight
+    assert teacher.pose_encoder.convs[0].weight is not system.denoiser.pose_encoder.convs[0].weight
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    opt = torch.optim.SGD(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    full = shared_copy(system.denoiser, share=False)
+    assert full.transformer.blocks[0].attn1.to_q.base.weight is not q_student.base.weight
+
+
+def test_precision_settings_are_checked():
+    with pytest.raises(ConfigError, match="frozen_dtype bf16 needs run.precision bf16"):
+        from_dict(TeacherConfig, {"run": {"frozen_dtype": "bf16"}})
+    with pytest.raises(ConfigError, match="run.precision must be"):
+        from_dict(TeacherConfig, {"run": {"precision": "fp8"}})
+
+
+def test_bf16_run_with_bf16_frozen_weights_trains(dataset_root, tmp_path):
+    from training.finetune_teacher import train_teacher
+
+    cfg = _teacher_cfg(dataset_root, tmp_path, steps=1, precision="bf16", frozen_dtype="bf16",
+                       gradient_checkpointing=True)
+    result = train_teacher(cfg)
+    assert np.isfinite(result["losses"]).all()
+
+
+def test_the_synthetic_world_prepares_into_a_dataset(tmp_path):
+    from training.data.dataset import ClipDataset
+    from training.data.options import PrepareOptions
+    from training.data.pipeline import prepare_dataset
+    from training.synthetic.world import make_world
+
+    make_world(tmp_path / "world", 2, 0.6, (128, 128), 25.0, 0, engine="synthetic")
+    report = prepare_dataset(tmp_path / "world" / "videos", tmp_path / "ds",
+                             PrepareOptions(height=64, width=64, frames=9, max_clips_per_video=1),
+                             keypoints_dir=tmp_path / "world" / "keypoints", progress=False)
+    assert report["clips"] == 2, report
+    item = ClipDataset(tmp_path / "ds")[0]
+    assert item["frames"].shape == (9, 64, 64, 3) and set(np.unique(item["labels"].numpy())) >= {0, 1, 4}
