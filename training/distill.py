@@ -50,6 +50,7 @@ from .runtime import (
     all_mean,
     autocast,
     clip_index,
+    clip_stream,
     latest_checkpoint,
     load_checkpoint,
     read_checkpoint_state,
@@ -247,9 +248,11 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
         history: dict[str, list[float]] = {"critic": [], "generator": []}
         models = {"generator": unwrap(generator).denoiser, "critic": unwrap(critic).denoiser,
                   "teacher": teacher.denoiser}
+        clips = clip_stream(dataset, [clip_index(sample_index(step, 0, rt, 1), len(dataset), cfg.run.seed)
+                                      for step in range(start, cfg.run.steps)], cfg.data.num_workers)
         for step in range(start, cfg.run.steps):
             k = sample_index(step, 0, rt, 1)
-            sample = prepare_sample(system, dataset[clip_index(k, len(dataset), cfg.run.seed)], sparse=sparse)
+            sample = prepare_sample(system, next(clips), sparse=sparse)
             gen = sample_generator(cfg.run.seed, k)
             scalars: dict[str, float] = {}
             # Backward runs inside the sparse contexts so checkpointed blocks recompute with the same attention.

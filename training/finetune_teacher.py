@@ -40,6 +40,7 @@ from .runtime import (
     all_mean,
     autocast,
     clip_index,
+    clip_stream,
     latest_checkpoint,
     load_checkpoint,
     no_sync,
@@ -139,11 +140,14 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
             (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         logger = MetricLogger(out_dir, rt, cfg.run.tensorboard, cfg.run.steps)
         history: list[float] = []
+        plan = [sample_index(step, micro, rt, cfg.run.grad_accum)
+                for step in range(start, cfg.run.steps) for micro in range(cfg.run.grad_accum)]
+        clips = clip_stream(dataset, [clip_index(k, len(dataset), cfg.run.seed) for k in plan], cfg.data.num_workers)
         for step in range(start, cfg.run.steps):
             totals: dict[str, float] = {}
             for micro in range(cfg.run.grad_accum):
                 k = sample_index(step, micro, rt, cfg.run.grad_accum)
-                sample = prepare_sample(system, dataset[clip_index(k, len(dataset), cfg.run.seed)], sparse=sparse)
+                sample = prepare_sample(system, next(clips), sparse=sparse)
                 gen = sample_generator(cfg.run.seed, k)
                 with no_sync(model, micro < cfg.run.grad_accum - 1):
                     parts = teacher_loss(model, sample, gen, cfg, rt.device, 1.0 / cfg.run.grad_accum)

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,16 @@ def clip_index(k: int, num_clips: int, seed: int) -> int:
     epoch, pos = divmod(k, num_clips)
     perm = torch.randperm(num_clips, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
     return int(perm[pos])
+
+
+def clip_stream(dataset: Any, indices: list[int], num_workers: int) -> Iterator[dict[str, Any]]:
+    """The clips at ``indices`` in order, read ahead by ``num_workers`` loader processes (0: in this process)."""
+    if num_workers <= 0:
+        return (dataset[i] for i in indices)
+    from torch.utils.data import DataLoader
+
+    return iter(DataLoader(dataset, batch_size=None, sampler=indices, num_workers=num_workers,
+                           persistent_workers=False, prefetch_factor=2))
 
 
 def autocast(device: torch.device, precision: str):
