@@ -12,10 +12,8 @@ its weights is what gets exported.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ from iasa_core.model.system import PoseWanSystem
 from iasa_core.sampling.schedules import student_sigmas
 
 from .batch import PosedDenoiser, TrainSample, drop_condition, prepare_sample
-from .config import ConfigError, DistillConfig, RegionConfig, load_config, to_dict
+from .cli import check_resume, run_trainer
+from .config import DistillConfig, RegionConfig, to_dict
 from .lora import merge_lora_layers
 from .model_setup import (
     cast_frozen,
@@ -194,14 +193,6 @@ def export_student(system: PoseWanSystem, generator: torch.nn.Module, ema: dict[
     return str(save_student(student, output_path(cfg.run.output_dir, cfg.export.path)))
 
 
-def _check_resume(state: dict[str, Any], cfg: DistillConfig, path: Path) -> None:
-    saved = state.get("config", {})
-    for section in ("teacher", "lora"):
-        if saved.get(section) != to_dict(cfg).get(section):
-            raise ConfigError(f"{path} was trained with another {section} section ({saved.get(section)}); "
-                              "resume with the same config or use a new run.output_dir")
-
-
 def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = None) -> dict[str, Any]:
     """Run (or resume) the distillation; returns the final step, loss histories and the exported file."""
     own_rt = rt is None
@@ -232,7 +223,7 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
         start = 0
         resume = latest_checkpoint(out_dir)
         if resume is not None:
-            _check_resume(read_checkpoint_state(resume), cfg, resume)
+            check_resume(read_checkpoint_state(resume), cfg, ("teacher", "lora"), resume)
             state, tensors = load_checkpoint(resume, {"generator": generator, "critic": critic},
                                              {"generator": opt_g, "critic": opt_c})
             for k in ema:
@@ -305,21 +296,7 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config (see training/configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set run.steps=10 (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(DistillConfig, args.config, args.set)
-        result = train_student(cfg)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if result["exported"]:
-        print(json.dumps({"student": result["exported"]}))
-    return 0
+    return run_trainer(argv, "python -m training.distill", __doc__, DistillConfig, train_student, lambda r: {"student": r["exported"]} if r["exported"] else None)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from iasa_core.model.sparse_patch import sparse_attention_enabled
 from iasa_core.model.system import PoseWanSystem
 
 from .batch import PosedDenoiser, TrainSample, drop_condition, prepare_sample
-from .config import ConfigError, TeacherConfig, load_config, to_dict
+from .cli import check_resume, run_trainer
+from .config import TeacherConfig, to_dict
 from .lora import lora_layers, merge_lora_layers, save_lora
 from .model_setup import (
     cast_frozen,
@@ -102,14 +101,6 @@ def export_teacher(system: PoseWanSystem, model: torch.nn.Module, cfg: TeacherCo
     return out
 
 
-def _check_resume(state: dict[str, Any], cfg: TeacherConfig, path: Path) -> None:
-    saved = state.get("config", {})
-    for section in ("model", "lora"):
-        if saved.get(section) != to_dict(cfg).get(section):
-            raise ConfigError(f"{path} was trained with another {section} section ({saved.get(section)}); "
-                              "resume with the same config or use a new run.output_dir")
-
-
 def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = None) -> dict[str, Any]:
     """Run (or resume) the fine-tune; returns the final step, the last losses and the exported files."""
     own_rt = rt is None
@@ -129,7 +120,7 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
         start = 0
         resume = latest_checkpoint(out_dir)
         if resume is not None:
-            _check_resume(read_checkpoint_state(resume), cfg, resume)
+            check_resume(read_checkpoint_state(resume), cfg, ("model", "lora"), resume)
             state, _ = load_checkpoint(resume, {"denoiser": model}, {"opt": opt})
             start = int(state["step"])
             sched.last_epoch = start
@@ -176,21 +167,7 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m training.finetune_teacher", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config (see training/configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set run.steps=10 (repeatable)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(TeacherConfig, args.config, args.set)
-        result = train_teacher(cfg)
-    except (ConfigError, FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if result["exported"]:
-        print(json.dumps(result["exported"]))
-    return 0
+    return run_trainer(argv, "python -m training.finetune_teacher", __doc__, TeacherConfig, train_teacher, lambda r: r["exported"])
 
 
 if __name__ == "__main__":
