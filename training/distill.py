@@ -241,6 +241,7 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
                   "teacher": teacher.denoiser}
         clips = clip_stream(dataset, [clip_index(sample_index(step, 0, rt, 1), len(dataset), cfg.run.seed)
                                       for step in range(start, cfg.run.steps)], cfg.data.num_workers)
+        last_gen: dict[str, float] = {}
         for step in range(start, cfg.run.steps):
             k = sample_index(step, 0, rt, 1)
             sample = prepare_sample(system, next(clips), sparse=sparse)
@@ -260,9 +261,9 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
                     opt_g.zero_grad(set_to_none=True)
                     ema_update(ema, generator, cfg.dmd.ema)
                     history["generator"].append(float(loss_g.detach()))
-                    scalars.update(parts)
-                    scalars["gen/loss"] = float(all_mean(loss_g.detach(), rt))
-                    scalars["gen/grad_norm"] = float(norm_g)
+                    last_gen = dict(parts, **{"gen/loss": float(all_mean(loss_g.detach(), rt)),
+                                              "gen/grad_norm": float(norm_g), "gen/step": float(step + 1)})
+                    scalars.update(last_gen)
                 sched_g.step()
                 if x0_gen is None:
                     with torch.no_grad():
@@ -280,7 +281,8 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
             scalars["critic/grad_norm"] = float(norm_c)
             done = step + 1
             if done % cfg.run.log_every == 0 or done == cfg.run.steps:
-                logger.log(done, scalars)
+                # The generator's numbers from its latest update (it steps every generator_every steps).
+                logger.log(done, {**last_gen, **scalars})
             if rt.is_main and (done % cfg.run.save_every == 0 or done == cfg.run.steps):
                 save_checkpoint(out_dir, done, {"generator": trainable_state(generator),
                                                 "critic": trainable_state(critic), "ema": ema},
