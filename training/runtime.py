@@ -62,6 +62,8 @@ def setup_runtime(run: RunConfig) -> Runtime:
 def teardown_runtime(rt: Runtime) -> None:
     """Leave the process group."""
     if rt.distributed and dist.is_initialized():
+        # Rank 0 exports while the others are done; leaving the group together avoids a gloo shutdown hang.
+        dist.barrier()
         dist.destroy_process_group()
 
 
