@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .model.pose_wan import Condition, PoseFeatures
+from .model.pose_wan import PoseFeatures, drop_condition, drop_pose
 from .model.sparse_patch import sparse_attention_enabled
 from .model.system import PoseWanSystem
 from .pose.sequence import PoseSequence
@@ -168,14 +168,12 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
 
     calls = [0]
     if kind == "teacher" and opt.guidance != 1.0:
+        keep = torch.tensor([1.0, 0.0], device=device)  # batch of [conditional, unconditional]
+        both = drop_condition(condition, keep)
         neg = opt.negative_prompt_embeds
-        uncond = Condition(torch.zeros_like(condition.y), system.text_context(neg) if neg is not None
-                           else condition.text,
-                           torch.zeros_like(condition.image) if condition.image is not None else None)
-        both = Condition(torch.cat([condition.y, uncond.y]), torch.cat([condition.text, uncond.text]),
-                         torch.cat([condition.image, uncond.image]) if condition.image is not None else None)
-        feats = [PoseFeatures(torch.cat([f.video, torch.zeros_like(f.video)]),
-                              torch.cat([f.ref, torch.zeros_like(f.ref)])) for f in features]
+        if neg is not None:
+            both.text = torch.cat([condition.text, system.text_context(neg)])
+        feats = [drop_pose(f, keep) for f in features]
     else:
         both, feats = condition, features
 

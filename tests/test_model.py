@@ -245,3 +245,19 @@ def test_diffusers_folder_loads(system, inputs, tmp_path):
         out = loaded.denoiser(latents, t, cond, None)
         ref = system.denoiser(latents, t, cond, None)
     assert pose_shift > 0 and torch.allclose(out, ref, atol=1e-6)
+
+
+def test_dropped_condition_is_the_unconditional_input_in_one_batch(system, inputs):
+    from iasa_core.model.pose_wan import PoseFeatures, drop_condition, drop_pose
+
+    x, t, cond, pose = inputs
+    keep = torch.tensor([1.0, 0.0])
+    both, feats = drop_condition(cond, keep), drop_pose(pose, keep)
+    assert torch.equal(both.y[0], cond.y[0]) and not both.y[1].any() and not both.image[1].any()
+    assert torch.equal(feats.video[0], pose.video[0]) and not feats.video[1].any() and not feats.ref[1].any()
+    with torch.no_grad():
+        batched = system.denoiser(x.expand(2, -1, -1, -1, -1), t.expand(2), both, feats)
+        uncond = Condition(torch.zeros_like(cond.y), cond.text, torch.zeros_like(cond.image))
+        alone = system.denoiser(x, t, uncond, PoseFeatures(torch.zeros_like(pose.video), torch.zeros_like(pose.ref)))
+        cond_alone = system.denoiser(x, t, cond, pose)
+    assert torch.allclose(batched[1:], alone, atol=1e-5) and torch.allclose(batched[:1], cond_alone, atol=1e-5)

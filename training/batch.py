@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from iasa_core.model.pose_wan import Condition, PoseFeatures
+from iasa_core.model.pose_wan import Condition, drop_pose
 from iasa_core.model.system import PoseWanSystem
 from iasa_core.pipeline import plan_options
 from iasa_core.pose.render import RenderStyle, render_poses_tensor
@@ -64,20 +64,6 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     plan = build_plan(kp, (h, w), **plan_options(sparse)) if sparse is not None else None
     return TrainSample(latents, condition, pose_video, ref_pose, plan, video.to(device),
                        torch.as_tensor(item["labels"]), keypoints, clip_id)
-
-
-def drop_condition(condition: Condition, keep_image: torch.Tensor) -> Condition:
-    """The condition with the reference image zeroed where ``keep_image`` (B,) is 0 (the CFG-unconditional input)."""
-    k = keep_image.to(condition.y.dtype)
-    y = condition.y * k.view(-1, 1, 1, 1, 1)
-    image = condition.image * k.view(-1, 1, 1).to(condition.image.dtype) if condition.image is not None else None
-    return Condition(y, condition.text, image)
-
-
-def drop_pose(features: PoseFeatures, keep_pose: torch.Tensor) -> PoseFeatures:
-    """Pose features zeroed where ``keep_pose`` (B,) is 0; multiplying keeps every weight in the graph (DDP)."""
-    k = keep_pose.to(features.video.dtype).view(-1, 1, 1, 1, 1)
-    return PoseFeatures(features.video * k, features.ref * k if features.ref is not None else None)
 
 
 class PosedDenoiser(torch.nn.Module):

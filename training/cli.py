@@ -6,20 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, load_config, to_dict
-
-
-def check_resume(state: dict[str, Any], cfg: Any, sections: tuple[str, ...], path: Path) -> None:
-    """Refuse to resume a checkpoint trained with other values in ``sections`` of the config."""
-    saved = state.get("config", {})
-    now = to_dict(cfg)
-    for section in sections:
-        if saved.get(section) != now.get(section):
-            raise ConfigError(f"{path} was trained with another {section} section ({saved.get(section)}); "
-                              "resume with the same config or use a new run.output_dir")
+from .config import ConfigError, load_config
 
 
 def run_trainer(argv: list[str] | None, prog: str, doc: str, config_cls: type,

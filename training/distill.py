@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from iasa_core.model.checkpoint import save_student
+from iasa_core.model.pose_wan import drop_condition
 from iasa_core.model.sparse_patch import sparse_attention_enabled
 from iasa_core.model.system import PoseWanSystem
+from iasa_core.sampling.samplers import cfg_combine
 from iasa_core.sampling.schedules import student_sigmas
 
-from .batch import PosedDenoiser, TrainSample, drop_condition, prepare_sample
-from .cli import check_resume, run_trainer
+from .batch import PosedDenoiser, TrainSample, prepare_sample
+from .cli import run_trainer
 from .config import DistillConfig, RegionConfig, to_dict
 from .lora import merge_lora_layers
 from .model_setup import (
@@ -48,11 +49,8 @@ from .runtime import (
     Runtime,
     all_mean,
     autocast,
-    clip_index,
     clip_stream,
-    latest_checkpoint,
-    load_checkpoint,
-    read_checkpoint_state,
+    resume_run,
     sample_generator,
     sample_index,
     save_checkpoint,
@@ -86,7 +84,7 @@ def predict_cfg(model: torch.nn.Module, x: torch.Tensor, sigma: float, sample: T
     with autocast(device, cfg.run.precision):
         v = model(x.expand(2, -1, -1, -1, -1), _timestep(sigma, 2, device), cond, sample.pose_video,
                   sample.ref_pose, keep).float()
-    return v[1:] + guidance * (v[:1] - v[1:])
+    return cfg_combine(v[:1], v[1:], guidance)
 
 
 def student_rollout(generator: torch.nn.Module, sample: TrainSample, sigmas: torch.Tensor, exit_step: int,
@@ -220,27 +218,16 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
         region_loss = build_region_loss(cfg.region, rt.device)
         sigmas = student_sigmas(cfg.dmd.timesteps, cfg.dmd.shift)
 
-        start = 0
-        resume = latest_checkpoint(out_dir)
-        if resume is not None:
-            check_resume(read_checkpoint_state(resume), cfg, ("teacher", "lora"), resume)
-            state, tensors = load_checkpoint(resume, {"generator": generator, "critic": critic},
-                                             {"generator": opt_g, "critic": opt_c})
+        start, tensors = resume_run(out_dir, cfg, ("teacher", "lora"), {"generator": generator, "critic": critic},
+                                    {"generator": opt_g, "critic": opt_c}, [sched_g, sched_c], rt)
+        if tensors:
             for k in ema:
                 ema[k].copy_(tensors[f"ema/{k}"])
-            start = int(state["step"])
-            sched_g.last_epoch = sched_c.last_epoch = start
-            if rt.is_main:
-                print(f"resuming from {resume} (step {start})", file=sys.stderr)
-        if rt.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         logger = MetricLogger(out_dir, rt, cfg.run.tensorboard, cfg.run.steps)
         history: dict[str, list[float]] = {"critic": [], "generator": []}
         models = {"generator": unwrap(generator).denoiser, "critic": unwrap(critic).denoiser,
                   "teacher": teacher.denoiser}
-        clips = clip_stream(dataset, [clip_index(sample_index(step, 0, rt, 1), len(dataset), cfg.run.seed)
-                                      for step in range(start, cfg.run.steps)], cfg.data.num_workers)
+        clips = clip_stream(dataset, start, cfg.run.steps, 1, rt, cfg.run.seed, cfg.data.num_workers)
         last_gen: dict[str, float] = {}
         for step in range(start, cfg.run.steps):
             k = sample_index(step, 0, rt, 1)

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from iasa_core.model.checkpoint import save_student
+from iasa_core.model.pose_wan import drop_condition
 from iasa_core.model.sparse_patch import sparse_attention_enabled
 from iasa_core.model.system import PoseWanSystem
 
-from .batch import PosedDenoiser, TrainSample, drop_condition, prepare_sample
-from .cli import check_resume, run_trainer
+from .batch import PosedDenoiser, TrainSample, prepare_sample
+from .cli import run_trainer
 from .config import TeacherConfig, to_dict
 from .lora import lora_layers, merge_lora_layers, save_lora
 from .model_setup import (
@@ -38,12 +38,9 @@ from .runtime import (
     Runtime,
     all_mean,
     autocast,
-    clip_index,
     clip_stream,
-    latest_checkpoint,
-    load_checkpoint,
     no_sync,
-    read_checkpoint_state,
+    resume_run,
     sample_generator,
     sample_index,
     save_checkpoint,
@@ -117,23 +114,11 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
         opt, sched = make_optimizer(params, cfg.optim)
         sparse = sparse_settings(system, cfg.sparse)
 
-        start = 0
-        resume = latest_checkpoint(out_dir)
-        if resume is not None:
-            check_resume(read_checkpoint_state(resume), cfg, ("model", "lora"), resume)
-            state, _ = load_checkpoint(resume, {"denoiser": model}, {"opt": opt})
-            start = int(state["step"])
-            sched.last_epoch = start
-            if rt.is_main:
-                print(f"resuming from {resume} (step {start})", file=sys.stderr)
-        if rt.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        start, _ = resume_run(out_dir, cfg, ("model", "lora"), {"denoiser": model}, {"opt": opt}, [sched], rt)
         logger = MetricLogger(out_dir, rt, cfg.run.tensorboard, cfg.run.steps)
         history: list[float] = []
-        plan = [sample_index(step, micro, rt, cfg.run.grad_accum)
-                for step in range(start, cfg.run.steps) for micro in range(cfg.run.grad_accum)]
-        clips = clip_stream(dataset, [clip_index(k, len(dataset), cfg.run.seed) for k in plan], cfg.data.num_workers)
+        clips = clip_stream(dataset, start, cfg.run.steps, cfg.run.grad_accum, rt, cfg.run.seed,
+                            cfg.data.num_workers)
         for step in range(start, cfg.run.steps):
             totals: dict[str, float] = {}
             for micro in range(cfg.run.grad_accum):
@@ -142,8 +127,8 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
                 gen = sample_generator(cfg.run.seed, k)
                 with no_sync(model, micro < cfg.run.grad_accum - 1):
                     parts = teacher_loss(model, sample, gen, cfg, rt.device, 1.0 / cfg.run.grad_accum)
-                for k, v in parts.items():
-                    totals[k] = totals.get(k, 0.0) + v / cfg.run.grad_accum
+                for name, value in parts.items():
+                    totals[name] = totals.get(name, 0.0) + value / cfg.run.grad_accum
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             opt.step()
             sched.step()

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig, to_dict
 
 
 @dataclass
@@ -115,8 +116,11 @@ def clip_index(k: int, num_clips: int, seed: int) -> int:
     return int(perm[pos])
 
 
-def clip_stream(dataset: Any, indices: list[int], num_workers: int) -> Iterator[dict[str, Any]]:
-    """The clips at ``indices`` in order, read ahead by ``num_workers`` loader processes (0: in this process)."""
+def clip_stream(dataset: Any, start: int, steps: int, grad_accum: int, rt: Runtime, seed: int,
+                num_workers: int) -> Iterator[dict[str, Any]]:
+    """The clips of steps start..steps-1 (every micro-step) in order, read ahead by ``num_workers`` processes."""
+    indices = [clip_index(sample_index(step, micro, rt, grad_accum), len(dataset), seed)
+               for step in range(start, steps) for micro in range(grad_accum)]
     if num_workers <= 0:
         return (dataset[i] for i in indices)
     from torch.utils.data import DataLoader
@@ -247,3 +251,37 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizers: dict[
     for key, opt in optimizers.items():
         opt.load_state_dict(states[key])
     return read_checkpoint_state(path), tensors
+
+
+def check_resume(state: dict[str, Any], cfg: Any, sections: tuple[str, ...], path: Path) -> None:
+    """Refuse to resume a checkpoint trained with other values in ``sections`` of the config."""
+    saved = state.get("config", {})
+    now = to_dict(cfg)
+    for section in sections:
+        if saved.get(section) != now.get(section):
+            raise ConfigError(f"{path} was trained with another {section} section ({saved.get(section)}); "
+                              "resume with the same config or use a new run.output_dir")
+
+
+def resume_run(out_dir: Path, cfg: Any, sections: tuple[str, ...], modules: dict[str, nn.Module],
+               optimizers: dict[str, torch.optim.Optimizer], schedulers: list[Any], rt: Runtime
+               ) -> tuple[int, dict[str, torch.Tensor]]:
+    """Continue from the newest checkpoint in ``out_dir`` (same ``sections`` of the config) or start at step 0.
+
+    Returns the step to start from and the checkpoint's tensors (for state that is not a module, e.g. EMA);
+    the main process writes the run's config.yaml.
+    """
+    start, tensors = 0, {}
+    resume = latest_checkpoint(out_dir)
+    if resume is not None:
+        check_resume(read_checkpoint_state(resume), cfg, sections, resume)
+        state, tensors = load_checkpoint(resume, modules, optimizers)
+        start = int(state["step"])
+        for sched in schedulers:
+            sched.last_epoch = start
+        if rt.is_main:
+            print(f"resuming from {resume} (step {start})", file=sys.stderr)
+    if rt.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return start, tensors

@@ -30,6 +30,23 @@ class PoseFeatures:
     ref: torch.Tensor | None = None  # (B, 4 + z, 1, h, w), added to the I2V condition
 
 
+def drop_condition(condition: Condition, keep_image: torch.Tensor) -> Condition:
+    """The condition with the reference image zeroed where ``keep_image`` (B,) is 0: CFG's unconditional input.
+
+    One definition for training dropout and inference guidance, so the model is guided with what it learnt.
+    """
+    k = keep_image.to(condition.y.dtype)
+    y = condition.y * k.view(-1, 1, 1, 1, 1)
+    image = condition.image * k.view(-1, 1, 1).to(condition.image.dtype) if condition.image is not None else None
+    return Condition(y, condition.text, image)
+
+
+def drop_pose(features: PoseFeatures, keep_pose: torch.Tensor) -> PoseFeatures:
+    """Pose features zeroed where ``keep_pose`` (B,) is 0; multiplying keeps every weight in the graph (DDP)."""
+    k = keep_pose.to(features.video.dtype).view(-1, 1, 1, 1, 1)
+    return PoseFeatures(features.video * k, features.ref * k if features.ref is not None else None)
+
+
 class PoseWanTransformer(nn.Module):
     """Wan2.1 I2V transformer whose patch tokens get pose features added right after patchify."""
 
