@@ -72,8 +72,14 @@ def cmd_bench(args) -> int:
 
         result = bench_model(device=args.device, top_k=args.top_k, mode=args.mode, repeats=args.repeats,
                              backend=args.backend)
+    elif args.what == "quality":
+        from .bench.quality import bench_quality, format_table
+
+        result = bench_quality(clips=args.clips, seconds=args.seconds, teacher_steps=args.teacher_steps,
+                               device=args.device)
+        print(format_table(result))
     else:
-        raise CliError(f"unknown benchmark {args.what!r}; available: attention, model")
+        raise CliError(f"unknown benchmark {args.what!r}; available: attention, model, quality")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
         print(f"results written to {args.json}")
@@ -81,13 +87,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The end-to-end demo (not built yet)."""
-    print("python -m iasa_core demo is not available yet: it needs the embedded default model (issue 7).\n"
-          "It will run: bundled speech clip + character image -> procedural motion -> poses -> sparse plan\n"
-          "-> 4-step IASA student -> mp4 with the audio, printing time per stage and frames per second.\n"
-          "What runs today: python -m iasa_core mask --synthetic --preview mask.png\n"
-          "                 python -m iasa_core bench attention", file=sys.stderr)
-    return 2
+    """Speech + image -> talking video on the embedded model, with the time of each stage."""
+    from .demo import run_demo
+
+    result = run_demo(args.audio, args.image, args.out, ref_poses=args.ref_poses, model=args.model, seed=args.seed,
+                      side=args.side, models=args.models, download=args.download)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,13 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_mask)
 
     b = sub.add_parser("bench", help="benchmarks that print numbers and write JSON")
-    b.add_argument("what", choices=("attention", "model"),
-                   help="attention: kernels alone; model: one DiT step dense vs IASA")
+    b.add_argument("what", choices=("attention", "model", "quality"),
+                   help="attention: kernels alone; model: one DiT step dense vs IASA; quality: the ablation "
+                        "table (FPS, PSNR, SSIM, face/hand PSNR, lip sync) of the embedded models on held-out "
+                        "synthetic clips")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.add_argument("--top-k", type=int, default=2)
     b.add_argument("--mode", choices=("exact", "pooled"), default="exact")
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--backend", default="auto", help="sparse backend for `bench model` (default auto)")
+    b.add_argument("--clips", type=int, default=2, help="`quality`: held-out clips (default 2)")
+    b.add_argument("--seconds", type=float, default=5.0, help="`quality`: seconds per clip (default 5)")
+    b.add_argument("--teacher-steps", type=int,
+                   help="`quality`: teacher Euler steps (default: the teacher's stored value, 50)")
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 
@@ -135,7 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     motion_cli.add_parser(sub)
     headless_cli.add_parser(sub)
 
-    d = sub.add_parser("demo", help="audio + image -> talking video on the embedded model (not yet built)")
+    d = sub.add_parser("demo", help="speech + one image -> talking video on the embedded model (no downloads)",
+                       description="Bundled speech clip + character image by default: procedural motion -> poses "
+                                   "-> sparse plan -> 4-step IASA student -> mp4 with the audio.")
+    d.add_argument("--audio", help="speech file (default: the bundled 5-second clip)")
+    d.add_argument("--image", help="reference image of one person (default: the bundled character)")
+    d.add_argument("--ref-poses", help="POSE_KEYPOINT JSON whose first frame is the image's pose (default: the "
+                                       "bundled one for the bundled image, else DWPose)")
+    d.add_argument("--out", default="demo.mp4", help="output mp4 (default demo.mp4)")
+    d.add_argument("--model", default="embedded", help="model (default: the embedded student)")
+    d.add_argument("--side", type=int, default=128, help="short side of the video in pixels (default 128, the "
+                                                        "embedded model's training size)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--models", action="append", default=[], help="folder with DWPose weights (user images)")
+    d.add_argument("--download", action="store_true", help="allow downloading DWPose weights from the HF hub")
+    d.add_argument("--json", help="also write the timings as JSON")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -23,17 +23,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Animate the person in --image along --poses and write an mp4.")
     p.add_argument("--poses", required=True, help="POSE_KEYPOINT JSON (from `motion` or `pose`); sets the fps")
     p.add_argument("--image", required=True, help="reference image of the person (any image format)")
-    p.add_argument("--model", default="tiny",
-                   help="preset name (tiny, wan2.1-1.3b, wan2.1-i2v-14b: random weights), an IASA student "
-                        ".safetensors, a Wan single file, a diffusers folder or an HF repo id (default tiny)")
+    p.add_argument("--model", default="embedded",
+                   help="embedded (the trained CPU student shipped with the package; embedded-dmd, "
+                        "embedded-teacher: its ablation models), a preset name (tiny, wan2.1-1.3b, wan2.1-i2v-14b: "
+                        "random weights), an IASA student .safetensors, a Wan single file, a diffusers folder or "
+                        "an HF repo id (default embedded)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--audio", help="audio to put in the video (e.g. the speech the poses were made from)")
     p.add_argument("--size", help="video size HxW, multiples of 16 (default: the image's, rounded down)")
     p.add_argument("--sampler", choices=("auto", "student", "teacher"), default="auto",
                    help="auto: the model's own kind (students: 4 steps; Wan teachers: Euler + CFG)")
-    p.add_argument("--steps", type=int, default=30, help="teacher Euler steps (default 30)")
+    p.add_argument("--steps", type=int, help="teacher Euler steps (default: the model's stored value, else 30)")
     p.add_argument("--timesteps", help="student timesteps out of 1000, comma-separated (default 1000,750,500,250)")
-    p.add_argument("--guidance", type=float, default=5.0, help="teacher CFG scale (default 5)")
+    p.add_argument("--guidance", type=float,
+                   help="teacher CFG scale (default: the model's stored value, else 5)")
     p.add_argument("--shift", type=float, help="timestep shift (default: the model's, 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dense", action="store_true", help="dense self-attention instead of IASA")

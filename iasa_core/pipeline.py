@@ -32,14 +32,16 @@ class GenerateOptions:
 
     sampler: str = "auto"                 # "student" (few-step), "teacher" (Euler + CFG) or "auto": the model's kind
     timesteps: list[float] | None = None  # student timesteps out of 1000
-    steps: int = 30                       # teacher Euler steps
-    guidance: float = 5.0                 # teacher CFG scale (pose and image dropped in the unconditional branch)
+    steps: int | None = None              # teacher Euler steps (default: the model's stored value, else 30)
+    guidance: float | None = None         # teacher CFG scale, pose and image dropped in the unconditional branch
+                                          # (default: the model's stored value, else 5)
     shift: float | None = None
     seed: int = 0
     sparse: bool = True                   # IASA self-attention; False runs dense attention
     top_k: int | None = None
     block_size: int | None = None
     mode: str | None = None
+    local: bool | None = None             # False: the global (top-K frames) mask without the same-region rule
     backend: str = "auto"
     window_frames: int = MAX_WINDOW_FRAMES
     overlap_latents: int = 4
@@ -158,7 +160,7 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
             pose_video = _render(keypoints[w.video_frames], hw, bgr)[None].to(device)  # (1, 3, T, H, W)
             features.append(PoseFeatures(system.denoiser.pose_encoder(pose_video).to(dtype), ref))
     sp = dict(system.sparse)
-    for key in ("top_k", "block_size", "mode"):
+    for key in ("top_k", "block_size", "mode", "local"):
         if getattr(opt, key) is not None:
             sp[key] = getattr(opt, key)
     plans: list[SparsePlan | None] = []
@@ -166,8 +168,10 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
         plans.append(build_plan(keypoints[w.video_frames], hw, **plan_options(sp)) if opt.sparse else None)
     t_cond = time.perf_counter()
 
+    steps = int(opt.steps if opt.steps is not None else system.schedule.get("steps", 30))
+    guidance = float(opt.guidance if opt.guidance is not None else system.schedule.get("guidance", 5.0))
     calls = [0]
-    if kind == "teacher" and opt.guidance != 1.0:
+    if kind == "teacher" and guidance != 1.0:
         keep = torch.tensor([1.0, 0.0], device=device)  # batch of [conditional, unconditional]
         both = drop_condition(condition, keep)
         neg = opt.negative_prompt_embeds
@@ -183,7 +187,7 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
         with sparse_attention_enabled(system.denoiser, plans[i], opt.backend):
             v = system.denoiser(xb, t, both, feats[i])
         calls[0] += 1
-        return cfg_combine(v[:1], v[1:], opt.guidance) if v.shape[0] == 2 else v
+        return cfg_combine(v[:1], v[1:], guidance) if v.shape[0] == 2 else v
 
     predict = windowed(predict_window, windows, num_latents)
     generator = torch.Generator().manual_seed(int(opt.seed))
@@ -196,7 +200,7 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
             x0 = sample_student(predict, noise, student_sigmas(timesteps, shift), generator=generator,
                                 callback=callback, cancel=cancel)
         else:
-            x0 = sample_teacher(predict, noise, teacher_sigmas(opt.steps, shift), callback=callback, cancel=cancel)
+            x0 = sample_teacher(predict, noise, teacher_sigmas(steps, shift), callback=callback, cancel=cancel)
         t_sample = time.perf_counter()
         frames = system.decode(x0)[: len(poses)]
     t_end = time.perf_counter()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from . import comfy_bridge as bridge
 
-# Named configurations of iasa_core.model.presets offered in the node (random weights).
-PRESET_CHOICES = ("tiny", "wan2.1-1.3b", "wan2.1-i2v-14b")
+# The embedded trained models (shipped with the pack) and named configurations with random weights.
+EMBEDDED_CHOICES = ("embedded", "embedded-dmd", "embedded-teacher")
+PRESET_CHOICES = EMBEDDED_CHOICES + ("tiny", "wan2.1-1.3b", "wan2.1-i2v-14b")
 MODEL_FOLDERS = ("iasa", "diffusion_models")
 
 
@@ -19,10 +20,12 @@ class IASAModelLoader:
         return {
             "required": {
                 "model": (list(PRESET_CHOICES) + files, {
-                    "default": "tiny",
-                    "tooltip": "An IASA student .safetensors (models/iasa), a Wan2.1 I2V file (models/iasa or "
-                               "models/diffusion_models; needs pose_weights and vae), or a preset: tiny (CPU-sized), "
-                               "wan2.1-1.3b, wan2.1-i2v-14b. Presets have RANDOM weights (tests, speed checks)."}),
+                    "default": "embedded",
+                    "tooltip": "embedded: the small trained 4-step IASA student shipped with the pack (128x128 "
+                               "cartoon speakers, runs on CPU; embedded-dmd / embedded-teacher are its ablation "
+                               "models). Or an IASA student .safetensors (models/iasa), a Wan2.1 I2V file "
+                               "(models/iasa or models/diffusion_models; needs pose_weights and vae), or a preset "
+                               "with RANDOM weights: tiny, wan2.1-1.3b, wan2.1-i2v-14b (tests, speed checks)."}),
                 "dtype": (["auto", "float32", "bfloat16", "float16"], {
                     "default": "auto",
                     "tooltip": "Weight precision; auto = bfloat16 on CUDA, float32 on CPU."}),
@@ -60,7 +63,8 @@ class IASAModelLoader:
     OUTPUT_TOOLTIPS = ("The loaded stage-2 model with its device, dtype and default sampling settings.",)
     FUNCTION = "load"
     CATEGORY = "IASA/model"
-    DESCRIPTION = ("Loads IASA's pose-conditioned Wan2.1 image-to-video model. Presets (tiny, wan2.1-1.3b, "
+    DESCRIPTION = ("Loads IASA's pose-conditioned Wan2.1 image-to-video model. 'embedded' is a small trained "
+                   "student shipped with the pack (no download). Presets (tiny, wan2.1-1.3b, "
                    "wan2.1-i2v-14b) have RANDOM weights: the video is noise shaped by the poses, which shows the "
                    "path works (tiny runs on CPU); use a trained IASA student file for real videos. Nothing is "
                    "downloaded; files are looked for in ComfyUI's model folders.")

@@ -9,7 +9,7 @@ from iasa_core.audio import rms_db
 from iasa_core.media import read_video, read_video_audio
 from iasa_core.pose import layout as L
 from iasa_core.pose.sequence import PoseSequence
-from training.synthetic import (
+from iasa_core.synthetic import (
     CharacterStyle,
     character_motion,
     espeak_available,
@@ -22,7 +22,7 @@ from training.synthetic import (
     sample_ground_truth,
     speech_clip,
 )
-from training.synthetic.__main__ import main as cli_main
+from iasa_core.synthetic.__main__ import main as cli_main
 
 F = L.FACE[0]
 H = W = 128

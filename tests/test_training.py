@@ -487,10 +487,10 @@ def test_bf16_run_with_bf16_frozen_weights_trains(dataset_root, tmp_path):
 
 
 def test_the_synthetic_world_prepares_into_a_dataset(tmp_path):
+    from iasa_core.synthetic.world import make_world
     from training.data.dataset import ClipDataset
     from training.data.options import PrepareOptions
     from training.data.pipeline import prepare_dataset
-    from training.synthetic.world import make_world
 
     make_world(tmp_path / "world", 2, 0.6, (128, 128), 25.0, 0, engine="synthetic")
     report = prepare_dataset(tmp_path / "world" / "videos", tmp_path / "ds",

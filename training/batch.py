@@ -43,8 +43,36 @@ def check_clip(frames: torch.Tensor, keypoints: torch.Tensor, clip_id: str) -> N
         raise ValueError(f"clip {clip_id}: {keypoints.shape[0]} keypoint frames for {t} video frames")
 
 
+class SampleCache:
+    """What ``prepare_sample`` computes with frozen modules, kept per clip (the VAE/CLIP do not change in training).
+
+    Encoding every clip at every step made CPU runs spend most of their time in the VAE; with the cache each
+    clip is encoded once. Pose images are kept as uint8. ``clear()`` empties it.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._items: dict[tuple, tuple] = {}
+
+    def get(self, key: tuple) -> tuple | None:
+        """The cached entry or None."""
+        return self._items.get(key) if self.enabled else None
+
+    def put(self, key: tuple, value: tuple) -> None:
+        """Remember an entry (no-op when disabled)."""
+        if self.enabled:
+            self._items[key] = value
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[str, Any] | None,
-                   ref_index: int = 0, pose_bgr: bool = False) -> TrainSample:
+                   ref_index: int = 0, pose_bgr: bool = False, cache: SampleCache | None = None) -> TrainSample:
     """Encode one clip (``ClipDataset`` item) with the frozen VAE/CLIP and build its sparse plan."""
     frames = torch.as_tensor(item["frames"])
     keypoints = torch.as_tensor(item["keypoints"]).float()
@@ -54,14 +82,22 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     device = system.device
     video = frames.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
     kp = keypoints.numpy()
-    with torch.no_grad():
-        latents = system.encode(video).to(device, torch.float32)
-        ref_image = np.ascontiguousarray(frames[ref_index].numpy())
-        condition = system.condition(ref_image, t)
-    style = RenderStyle(bgr=pose_bgr)
-    pose_video = render_poses_tensor(kp, h, w, style)[None].to(device)
-    ref_pose = render_poses_tensor(kp[ref_index:ref_index + 1], h, w, style)[:, 0][None].to(device)
-    plan = build_plan(kp, (h, w), **plan_options(sparse)) if sparse is not None else None
+    key = (clip_id, ref_index, pose_bgr, repr(sparse))
+    hit = cache.get(key) if cache is not None and clip_id else None
+    if hit is None:
+        with torch.no_grad():
+            latents = system.encode(video).to(device, torch.float32)
+            ref_image = np.ascontiguousarray(frames[ref_index].numpy())
+            condition = system.condition(ref_image, t)
+        style = RenderStyle(bgr=pose_bgr)
+        pose_u8 = render_poses_tensor(kp, h, w, style).round().clamp(0, 255).to(torch.uint8)
+        plan = build_plan(kp, (h, w), **plan_options(sparse)) if sparse is not None else None
+        hit = (latents, condition, pose_u8, plan)
+        if cache is not None and clip_id:
+            cache.put(key, hit)
+    latents, condition, pose_u8, plan = hit
+    pose_video = pose_u8.float()[None].to(device)
+    ref_pose = pose_video[:, :, ref_index]
     return TrainSample(latents, condition, pose_video, ref_pose, plan, video.to(device),
                        torch.as_tensor(item["labels"]), keypoints, clip_id)
 

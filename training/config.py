@@ -38,6 +38,7 @@ class DataConfig:
     root: str = ""
     ref_frame: str = "first"  # "first": the clip's first frame is the reference image, as at inference
     num_workers: int = 0
+    cache: bool = True  # keep each clip's VAE latents, I2V condition, pose images and plan after first use
 
 
 @dataclass
@@ -69,6 +70,16 @@ class SparseConfig:
     enabled: bool = True
     backend: str = "gather"  # exact and differentiable; FlashInfer has no backward pass
     settings: dict[str, Any] = field(default_factory=dict)  # build_plan options, e.g. {top_k: 2, block_size: 128}
+    # Teacher fine-tune only: shares of steps run with dense attention and with the global mask alone (no
+    # same-region rule), so one teacher serves every row of the ablation; the rest use the full IASA mask.
+    dense_fraction: float = 0.0
+    global_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.dense_fraction and 0.0 <= self.global_fraction
+                and self.dense_fraction + self.global_fraction <= 1.0):
+            raise ConfigError("sparse.dense_fraction and sparse.global_fraction must be >= 0 with a sum <= 1; got "
+                              f"{self.dense_fraction} and {self.global_fraction}")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from iasa_core.model.system import PoseWanSystem
 from iasa_core.sampling.samplers import cfg_combine
 from iasa_core.sampling.schedules import student_sigmas
 
-from .batch import PosedDenoiser, TrainSample, prepare_sample
+from .batch import PosedDenoiser, SampleCache, TrainSample, prepare_sample
 from .cli import run_trainer
 from .config import DistillConfig, RegionConfig, to_dict
 from .lora import merge_lora_layers
@@ -227,11 +227,12 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
         history: dict[str, list[float]] = {"critic": [], "generator": []}
         models = {"generator": unwrap(generator).denoiser, "critic": unwrap(critic).denoiser,
                   "teacher": teacher.denoiser}
+        cache = SampleCache(cfg.data.cache)
         clips = clip_stream(dataset, start, cfg.run.steps, 1, rt, cfg.run.seed, cfg.data.num_workers)
         last_gen: dict[str, float] = {}
         for step in range(start, cfg.run.steps):
             k = sample_index(step, 0, rt, 1)
-            sample = prepare_sample(system, next(clips), sparse=sparse)
+            sample = prepare_sample(system, next(clips), sparse=sparse, cache=cache)
             gen = sample_generator(cfg.run.seed, k)
             scalars: dict[str, float] = {}
             # Backward runs inside the sparse contexts so checkpointed blocks recompute with the same attention.

@@ -18,7 +18,7 @@ from iasa_core.model.pose_wan import drop_condition
 from iasa_core.model.sparse_patch import sparse_attention_enabled
 from iasa_core.model.system import PoseWanSystem
 
-from .batch import PosedDenoiser, TrainSample, prepare_sample
+from .batch import PosedDenoiser, SampleCache, TrainSample, prepare_sample
 from .cli import run_trainer
 from .config import TeacherConfig, to_dict
 from .lora import lora_layers, merge_lora_layers, save_lora
@@ -31,6 +31,7 @@ from .model_setup import (
     open_dataset,
     output_path,
     sparse_settings,
+    step_sparse,
 )
 from .objectives import add_noise, flow_matching_loss, sample_sigma
 from .runtime import (
@@ -117,13 +118,15 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
         start, _ = resume_run(out_dir, cfg, ("model", "lora"), {"denoiser": model}, {"opt": opt}, [sched], rt)
         logger = MetricLogger(out_dir, rt, cfg.run.tensorboard, cfg.run.steps)
         history: list[float] = []
+        cache = SampleCache(cfg.data.cache)
         clips = clip_stream(dataset, start, cfg.run.steps, cfg.run.grad_accum, rt, cfg.run.seed,
                             cfg.data.num_workers)
         for step in range(start, cfg.run.steps):
             totals: dict[str, float] = {}
             for micro in range(cfg.run.grad_accum):
                 k = sample_index(step, micro, rt, cfg.run.grad_accum)
-                sample = prepare_sample(system, next(clips), sparse=sparse)
+                sample = prepare_sample(system, next(clips), sparse=step_sparse(sparse, cfg.sparse, cfg.run.seed, k),
+                                        cache=cache)
                 gen = sample_generator(cfg.run.seed, k)
                 with no_sync(model, micro < cfg.run.grad_accum - 1):
                     parts = teacher_loss(model, sample, gen, cfg, rt.device, 1.0 / cfg.run.grad_accum)

@@ -71,6 +71,18 @@ def sparse_settings(system: PoseWanSystem, cfg: SparseConfig) -> dict[str, Any] 
     return out
 
 
+def step_sparse(sparse: dict[str, Any] | None, cfg: SparseConfig, seed: int, k: int) -> dict[str, Any] | None:
+    """The attention one training sample uses: dense, global mask only, or full IASA, drawn per sample index."""
+    if sparse is None or (cfg.dense_fraction <= 0 and cfg.global_fraction <= 0):
+        return sparse
+    u = float(torch.rand(1, generator=torch.Generator().manual_seed(seed * 1_000_003 + k + 17)))
+    if u < cfg.dense_fraction:
+        return None
+    if u < cfg.dense_fraction + cfg.global_fraction:
+        return dict(sparse, local=False)
+    return sparse
+
+
 def shared_copy(module: nn.Module, share: bool = True) -> nn.Module:
     """A deep copy of a posed denoiser that shares (does not duplicate) its transformer weights when ``share``.
 

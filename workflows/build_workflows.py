@@ -181,15 +181,15 @@ def build(nodes: list[Node], note: str, specs: dict[str, NodeSpec]) -> tuple[dic
     return ui_graph, api
 
 
-INPUTS_NOTE = ("Inputs: copy workflows/inputs/iasa_speech.wav (IASA Load Audio), iasa_speaker.png (Load Image) and "
-               "iasa_speaker_pose.json (IASA Load Poses) from this pack into ComfyUI/input, then press R to refresh. "
+INPUTS_NOTE = ("Inputs: copy workflows/inputs/iasa_speech.wav (IASA Load Audio), iasa_character.png (Load Image) "
+               "and iasa_character_pose.json (IASA Load Poses) from this pack into ComfyUI/input, then press R to refresh. "
                "Your own: speech (wav/mp3/flac...; IASA Load Audio has no upload button: copy it into ComfyUI/input "
                "or connect core Load Audio to its 'audio' input), a photo of one person (upload in Load Image), and "
                "that person's pose as POSE_KEYPOINT JSON (e.g. saved from IASA DWPose) or use reference_image.")
 
 
 def _tail(first_id: int, audio: tuple[int, int], image: tuple[int, int], poses: tuple[int, int], column: int,
-          model: str = "tiny", sampler: dict | None = None, prefix: str = "video/iasa") -> list[Node]:
+          model: str = "embedded", sampler: dict | None = None, prefix: str = "video/iasa") -> list[Node]:
     """Model loader -> sampler -> video (frames + fps + audio) -> Save Video."""
     loader, samp, video, save = first_id, first_id + 1, first_id + 2, first_id + 3
     return [
@@ -207,8 +207,8 @@ def workflows() -> dict[str, tuple[list[Node], str]]:
     """Every workflow of the pack: name -> (nodes, note)."""
     talking = [
         Node(1, "IASALoadAudio", 0, 0, {"audio_file": "iasa_speech.wav", "max_seconds": 600.0}),
-        Node(2, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
-        Node(3, "IASALoadPoses", 0, 2, {"pose_file": "iasa_speaker_pose.json", "fps": 25.0}),
+        Node(2, "LoadImage", 0, 1, {"image": "iasa_character.png"}),
+        Node(3, "IASALoadPoses", 0, 2, {"pose_file": "iasa_character_pose.json", "fps": 25.0}),
         Node(4, "IASAMotion", 1, 0, {"method": "procedural", "fps": 25.0, "seed": 0, "seconds": 0.0},
              {"audio": (1, 0), "reference_pose": (3, 0)}),
         *_tail(5, audio=(1, 0), image=(2, 0), poses=(4, 0), column=1, prefix="video/iasa_talking"),
@@ -217,9 +217,9 @@ def workflows() -> dict[str, tuple[list[Node], str]]:
         "Audio + photo -> talking video.\n" + INPUTS_NOTE + "\n"
         "IASA Motion turns the speech into poses of the person in the photo (method procedural: no weights "
         "needed; the pose file gives where the person stands). "
-        "IASA Model Loader: 'tiny' is a CPU-sized preset with RANDOM weights, used until the embedded default "
-        "model ships (the video shows the pipeline runs, not a trained result); a trained IASA student "
-        ".safetensors in ComfyUI/models/iasa appears in its list. 256x256, 3 s: a few minutes on a CPU. "
+        "IASA Model Loader: 'embedded' is the small trained 4-step IASA student shipped with the pack (cartoon "
+        "speakers at 128x128, like iasa_character.png; it runs faster than real time on a CPU); a trained IASA "
+        "student .safetensors in ComfyUI/models/iasa appears in its list. "
         "Save Video writes an mp4 with the speech to ComfyUI/output/video/.")
     emage = [
         Node(1, "IASALoadAudio", 0, 0, {"audio_file": "iasa_speech.wav", "max_seconds": 600.0}),
@@ -241,7 +241,8 @@ def workflows() -> dict[str, tuple[list[Node], str]]:
         "huggingface.co/yzd-v/DWPose in ComfyUI/models/dwpose/.\n"
         "Press R (refresh) after copying them. emage_model and smplx_model are preset to these names; pick others "
         "if yours differ. DWPose is trained on photos: use a real photo of a person (the drawn iasa_speaker.png "
-        "may not be detected). Model: 'tiny' (random weights, CPU-sized) until the embedded default model ships.")
+        "may not be detected). Model: 'embedded', the small trained student shipped with the pack (trained on "
+        "128x128 cartoon speakers: a real photo shows the pipeline, not photographic quality).")
     reenact = [
         Node(1, "LoadVideo", 0, 0, {"file": "driving.mp4"}),
         Node(2, "GetVideoComponents", 1, 0, {}, {"video": (1, 0)}),

@@ -18,8 +18,12 @@ FORMAT_VERSION = "1"
 _PARTS = ("denoiser", "vae", "image_encoder")
 
 
-def save_student(system: PoseWanSystem, path: str | os.PathLike, *, include_vae: bool = True) -> Path:
-    """Write every weight of ``system`` (prefixed by part) and its settings as safetensors metadata."""
+def save_student(system: PoseWanSystem, path: str | os.PathLike, *, include_vae: bool = True,
+                 storage_dtype: torch.dtype | None = None) -> Path:
+    """Write every weight of ``system`` (prefixed by part) and its settings as safetensors metadata.
+
+    ``storage_dtype`` (e.g. float16) stores floating-point weights smaller; loading casts them back to float32.
+    """
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     parts = {"denoiser": system.denoiser, "vae": system.vae if include_vae else None,
@@ -30,9 +34,13 @@ def save_student(system: PoseWanSystem, path: str | os.PathLike, *, include_vae:
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().contiguous().cpu()
     tensors["prompt_embeds"] = system.prompt_embeds.detach().contiguous().cpu()
-    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                "config": json.dumps(system.config.to_dict()), "schedule": json.dumps(system.schedule),
-                "sparse": json.dumps(system.sparse)}
+    metadata = {}
+    if storage_dtype is not None:
+        tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        metadata["storage_dtype"] = str(storage_dtype).removeprefix("torch.")
+    metadata.update({"format": FORMAT, "format_version": FORMAT_VERSION,
+                     "config": json.dumps(system.config.to_dict()), "schedule": json.dumps(system.schedule),
+                     "sparse": json.dumps(system.sparse)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     save_file(tensors, str(tmp), metadata=metadata)
@@ -107,17 +115,19 @@ def load_student(path: str | os.PathLike, *, vae: torch.nn.Module | None = None)
         own_vae = AutoencoderKLWan(**config.vae) if vae is None else None
     states: dict[str, dict[str, torch.Tensor]] = {p: {} for p in _PARTS}
     prompt = None
+    widen = "storage_dtype" in meta  # stored small to save space: compute in float32 as trained
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():
             if key == "prompt_embeds":
-                prompt = f.get_tensor(key)
+                prompt = f.get_tensor(key).float() if widen else f.get_tensor(key)
                 continue
             part, _, rest = key.partition(".")
             if part not in states:
                 raise ValueError(f"{path} holds an unexpected tensor {key!r}")
             # Tensors read from the file are not 64-byte aligned; BLAS then sums in another order and the
             # outputs differ in the last bit. A copy is aligned, so a reloaded student is bit-identical.
-            states[part][rest] = f.get_tensor(key).clone()
+            tensor = f.get_tensor(key)
+            states[part][rest] = tensor.float() if widen and tensor.is_floating_point() else tensor.clone()
     if prompt is None:
         raise ValueError(f"{path} has no prompt_embeds tensor; the file is incomplete")
     if vae is None and not states["vae"]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import is_student_file, load_student
+from .embedded import EMBEDDED_MODELS, embedded_path
 from .pose_wan import PoseWanTransformer
 from .presets import PRESETS, PoseWanConfig, get_preset
 from .resolve import resolve_model_dir, resolve_model_file
@@ -140,7 +141,9 @@ def load_model(spec: str | os.PathLike, *, search_dirs: Iterable[str | os.PathLi
     with ``allow_download``. LoRAs (community Wan or diffusers/peft format) are merged with their strengths.
     """
     text = str(spec)
-    if text in PRESETS:
+    if text in EMBEDDED_MODELS:
+        system = load_student(embedded_path(text))
+    elif text in PRESETS:
         system = PoseWanSystem.random(get_preset(text), seed=seed)
     else:
         path = Path(text).expanduser()
@@ -159,7 +162,8 @@ def load_model(spec: str | os.PathLike, *, search_dirs: Iterable[str | os.PathLi
                                              image_encoder or folder, allow_download, prompt_embeds,
                                              head_dim or folder_head_dim)
         else:
-            raise ValueError(f"model {text!r} is neither a preset ({', '.join(sorted(PRESETS))}), a weight file "
+            raise ValueError(f"model {text!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}), a preset "
+                             f"({', '.join(sorted(PRESETS))}), a weight file "
                              f"({', '.join(WEIGHT_SUFFIXES)}), a folder nor an HF repo id (owner/name)")
     for lora_path, strength in loras:
         lora_file = resolve_model_file(lora_path, search_dirs=search_dirs, what="LoRA")

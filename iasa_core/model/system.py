@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from ..pose.layout import ALL_REGIONS
 from .pose_wan import Condition, PoseWanTransformer
 from .presets import PoseWanConfig
+from .vae_codec import decode_latents, encode_posterior
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -135,7 +136,7 @@ class PoseWanSystem:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, T, H, W) in [-1, 1] -> normalised latents (B, z, F, h, w) (the VAE's mode)."""
         vp = next(self.vae.parameters())
-        latents = self.vae.encode(video.to(vp.device, vp.dtype)).latent_dist.mode()
+        latents = encode_posterior(self.vae, video.to(vp.device, vp.dtype)).mode()
         mean, std = self._latent_stats(latents)
         return (latents - mean) / std
 
@@ -144,7 +145,7 @@ class PoseWanSystem:
         vp = next(self.vae.parameters())
         x = latents.to(vp.device, vp.dtype)
         mean, std = self._latent_stats(x)
-        return self.vae.decode(x * std + mean).sample
+        return decode_latents(self.vae, x * std + mean)
 
     def image_condition(self, image: np.ndarray, num_frames: int) -> torch.Tensor:
         """I2V condition y (1, 4 + z, F, h, w): a first-frame mask over the latents of [image, black, ...]."""

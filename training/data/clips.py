@@ -15,7 +15,7 @@ import torch.nn.functional as TF
 
 from iasa_core.detect.filter import training_filter
 from iasa_core.pose import layout as L
-from iasa_core.pose.regions import frame_region_masks, label_map
+from iasa_core.pose.regions import pixel_region_labels as region_labels  # noqa: F401 (re-exported)
 
 from .options import PrepareOptions
 
@@ -163,26 +163,6 @@ def transform_keypoints(kp: np.ndarray, box: CropBox, out_h: int, out_w: int) ->
     out[..., 0] = (out[..., 0] - box.x0 + 0.5) * sx - 0.5
     out[..., 1] = (out[..., 1] - box.y0 + 0.5) * sy - 0.5
     out[out[..., 2] <= 0] = 0.0  # missing stays (0, 0, 0), as PoseSequence spells it
-    return out
-
-
-def region_labels(kp: np.ndarray, out_h: int, out_w: int, cell: int, min_score: float) -> np.ndarray:
-    """Per-pixel region labels (T, H, W) uint8 (0 background, 1 face, 2 hands, 3 arms, 4 body).
-
-    Regions are evaluated at the centres of ``cell`` x ``cell`` pixel blocks and each block takes
-    its centre's label (nearest upsampling): at 4 px cells a 512 x 512 frame costs 16k point tests
-    instead of 262k, and the shapes are grown by half a cell so small hands still show.
-    """
-    kp = np.asarray(kp, dtype=np.float64)
-    gh, gw = -(-out_h // cell), -(-out_w // cell)
-    gy, gx = np.meshgrid((np.arange(gh) + 0.5) * cell - 0.5, (np.arange(gw) + 0.5) * cell - 0.5,
-                         indexing="ij")
-    points = np.stack([gx.ravel(), gy.ravel()], -1)
-    out = np.zeros((len(kp), out_h, out_w), dtype=np.uint8)
-    for t in range(len(kp)):
-        lab = label_map(frame_region_masks(kp[t], points, float(cell), min_score=min_score))
-        grid = lab.reshape(gh, gw).astype(np.uint8)
-        out[t] = np.repeat(np.repeat(grid, cell, axis=0), cell, axis=1)[:out_h, :out_w]
     return out
 
 

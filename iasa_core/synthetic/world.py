@@ -18,10 +18,12 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from iasa_core.audio import AudioClip
 from iasa_core.pose.sequence import PoseSequence
 
 from .character import DEFAULT_SUPERSAMPLE, CharacterStyle, render_video
@@ -45,6 +47,32 @@ def ground_truth(keypoints: np.ndarray, style: CharacterStyle, height: int, widt
                  supersample: int = DEFAULT_SUPERSAMPLE) -> np.ndarray:
     """The exact frames (T, H, W, 3) uint8 of a pose sequence for a style (= :func:`render_video`)."""
     return render_video(keypoints, style, height, width, supersample=supersample)
+
+
+@dataclass
+class WorldSample:
+    """One sample of the world in memory: style, motion kind, speech, poses and the exact frames."""
+
+    style: CharacterStyle
+    kind: str
+    audio: AudioClip
+    poses: PoseSequence
+    frames: np.ndarray  # (T, H, W, 3) uint8
+
+
+def make_sample(seed: int, index: int, seconds: float, size: tuple[int, int] = (128, 128), fps: float = 25.0, *,
+                engine: str = "auto", gesture_fraction: float = 0.3,
+                supersample: int = DEFAULT_SUPERSAMPLE) -> WorldSample:
+    """Sample ``index`` of the world with this seed (what :func:`make_world` writes), without touching disk."""
+    H, W = (int(v) for v in size)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+    style = CharacterStyle.random(rng)
+    ref = reference_pose(rng, H, W)
+    kind = MOTION_KINDS[1] if rng.uniform() < gesture_fraction else MOTION_KINDS[0]
+    clip = speech_clip(rng, seconds, SAMPLE_RATE, engine=engine)
+    seq = character_motion(clip, ref, fps, rng, kind, height=H, width=W)
+    frames = render_video(seq.keypoints, style, H, W, supersample=supersample)
+    return WorldSample(style, kind, clip, seq, frames)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -74,13 +102,9 @@ def make_world(out_dir: str | os.PathLike, n_videos: int, seconds: float, size: 
     records: list[dict] = []
     for i in range(int(n_videos)):
         t0 = time.perf_counter()
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), i]))
-        style = CharacterStyle.random(rng)
-        ref = reference_pose(rng, H, W)
-        kind = MOTION_KINDS[1] if rng.uniform() < gesture_fraction else MOTION_KINDS[0]
-        clip = speech_clip(rng, seconds, SAMPLE_RATE, engine=engine)
-        seq = character_motion(clip, ref, fps, rng, kind, height=H, width=W)
-        frames = render_video(seq.keypoints, style, H, W, supersample=supersample)
+        sample = make_sample(seed, i, seconds, (H, W), fps, engine=engine, gesture_fraction=gesture_fraction,
+                             supersample=supersample)
+        style, kind, clip, seq, frames = sample.style, sample.kind, sample.audio, sample.poses, sample.frames
         sid = sample_id(i)
         write_video(root / "videos" / f"{sid}.mp4", frames, fps, audio=clip)
         seq.save_json(root / "keypoints" / f"{sid}.json")

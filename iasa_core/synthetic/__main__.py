@@ -1,6 +1,6 @@
 """CLI: write a synthetic talking-character world.
 
-    python -m training.synthetic --out DIR --videos N --seconds S --size 128 [--seed 0]
+    python -m iasa_core.synthetic --out DIR --videos N --seconds S --size 128 [--seed 0]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, make the world, print one line per video."""
-    parser = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m iasa_core.synthetic", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write videos/, keypoints/ and world.json into")
     parser.add_argument("--videos", type=int, required=True, help="number of videos")
     parser.add_argument("--seconds", type=float, required=True, help="length of each video")

@@ -7,9 +7,10 @@ model trained or evaluated on this world can be measured without error in the ta
 from .character import CharacterStyle, render_character, render_video
 from .motion import character_motion, reference_pose
 from .speech import espeak_available, speech_clip
-from .world import ground_truth, load_world, make_world, sample_ground_truth
+from .world import WorldSample, ground_truth, load_world, make_sample, make_world, sample_ground_truth
 
 __all__ = [
-    "CharacterStyle", "character_motion", "espeak_available", "ground_truth", "load_world", "make_world",
+    "CharacterStyle", "WorldSample", "character_motion", "espeak_available", "ground_truth", "load_world",
+    "make_sample", "make_world",
     "reference_pose", "render_character", "render_video", "sample_ground_truth", "speech_clip",
 ]

@@ -1,0 +1,142 @@
+"""The embedded model's training pieces: VAE trainer, initial model file, clip cache, attention mix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from iasa_core.model.checkpoint import load_student
+from tests.test_training import SIZE, _teacher_cfg, dataset_root  # noqa: F401 (fixture)
+from training.config import ConfigError, SparseConfig
+from training.model_setup import step_sparse
+
+TINY_VAE = {"base_dim": 4, "z_dim": 16, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 0,
+            "temperal_downsample": [False, True, True]}
+
+
+@pytest.fixture(scope="module")
+def vae_file(dataset_root, tmp_path_factory):  # noqa: F811
+    from training.train_vae import VaeTrainConfig, train_vae
+
+    out = tmp_path_factory.mktemp("vae")
+    cfg = VaeTrainConfig(data=str(dataset_root), out=str(out), vae=dict(TINY_VAE), steps=6, batch=2,
+                         crop=32, log_every=3, stats_clips=2)
+    return train_vae(cfg)
+
+
+def test_vae_training_runs_and_stores_latent_statistics(vae_file):
+    from training.train_vae import load_vae
+
+    rows = [json.loads(line) for line in (vae_file.parent / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6] and all(r["psnr"] > 0 for r in rows)
+    vae, config = load_vae(vae_file)
+    assert len(config["latents_mean"]) == len(config["latents_std"]) == 16
+    assert all(s > 0 for s in config["latents_std"])
+    assert list(vae.config.latents_mean) == config["latents_mean"]
+
+
+def test_vae_loss_falls_on_a_fixed_batch(dataset_root):  # noqa: F811
+    from diffusers import AutoencoderKLWan
+
+    from iasa_core.model.vae_codec import decode_latents, encode_moments
+    from training.data import ClipDataset
+    from training.train_vae import VaeTrainConfig, _windows
+
+    torch.manual_seed(0)
+    x = _windows(ClipDataset(dataset_root), VaeTrainConfig(data="", out="", batch=2, crop=32),
+                 torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 5, 32, 32) and x.min() >= -1 and x.max() <= 1
+    vae = AutoencoderKLWan(**TINY_VAE).train()
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        rec = decode_latents(vae, encode_moments(vae, x).chunk(2, dim=1)[0], clamp=False)
+        loss = ((rec - x) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_init_model_holds_the_trained_vae(vae_file, tmp_path):
+    from training.init_model import init_model
+    from training.train_vae import load_vae
+
+    path = init_model("tiny", vae_file, tmp_path / "init.safetensors", sparse={"block_size": 16})
+    system = load_student(path)
+    vae, config = load_vae(vae_file)
+    for (k, a), (_, b) in zip(vae.state_dict().items(), system.vae.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert system.config.vae["latents_std"] == config["latents_std"]
+    assert system.schedule["kind"] == "teacher" and system.sparse["block_size"] == 16
+
+
+def test_init_model_refuses_a_vae_with_other_latent_channels(vae_file, tmp_path, monkeypatch):
+    from training import init_model as mod
+
+    real = mod.load_vae
+
+    def other_z(path):
+        vae, config = real(path)
+        return vae, dict(config, z_dim=8)
+
+    monkeypatch.setattr(mod, "load_vae", other_z)
+    with pytest.raises(ValueError, match="z_dim 8"):
+        mod.init_model("tiny", vae_file, tmp_path / "x.safetensors")
+
+
+def test_sample_cache_reuses_the_frozen_encodings(dataset_root):  # noqa: F811
+    from training.batch import SampleCache, prepare_sample
+    from training.config import ModelSpec
+    from training.data import ClipDataset
+    from training.model_setup import load_system
+
+    system = load_system(ModelSpec(spec="tiny"), torch.device("cpu"))
+    item = ClipDataset(dataset_root)[0]
+    cache = SampleCache()
+    sparse = {"top_k": 2, "block_size": 16}
+    a = prepare_sample(system, item, sparse=sparse, cache=cache)
+    calls = []
+    original = system.encode
+    system.encode = lambda v: calls.append(1) or original(v)
+    b = prepare_sample(system, item, sparse=sparse, cache=cache)
+    assert not calls and len(cache) == 1  # second time: nothing encoded
+    fresh = prepare_sample(system, item, sparse=sparse, cache=None)
+    assert calls  # without a cache it encodes again
+    for s in (b, fresh):
+        assert torch.equal(s.latents, a.latents) and torch.equal(s.pose_video, a.pose_video)
+        assert torch.equal(s.ref_pose, a.ref_pose) and torch.equal(s.condition.y, a.condition.y)
+    assert a.pose_video.shape == (1, 3, item["frames"].shape[0], SIZE, SIZE)
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_attention_mix_draws_dense_global_and_local_by_sample():
+    cfg = SparseConfig(dense_fraction=0.3, global_fraction=0.3)
+    sparse = {"top_k": 2, "block_size": 16}
+    kinds = []
+    for k in range(600):
+        s = step_sparse(sparse, cfg, 0, k)
+        kinds.append("dense" if s is None else ("global" if s.get("local") is False else "local"))
+        assert step_sparse(sparse, cfg, 0, k) == s  # a function of (seed, sample): resumes repeat it
+    shares = {name: kinds.count(name) / len(kinds) for name in ("dense", "global", "local")}
+    assert abs(shares["dense"] - 0.3) < 0.07 and abs(shares["global"] - 0.3) < 0.07
+    assert abs(shares["local"] - 0.4) < 0.07
+    assert step_sparse(sparse, SparseConfig(), 0, 5) is sparse
+    assert step_sparse(None, cfg, 0, 5) is None
+    with pytest.raises(ConfigError, match="dense_fraction"):
+        SparseConfig(dense_fraction=0.8, global_fraction=0.5)
+
+
+def test_teacher_trains_with_the_attention_mix(dataset_root, tmp_path):  # noqa: F811
+    from training.config import from_dict, to_dict
+    from training.finetune_teacher import train_teacher
+
+    base = to_dict(_teacher_cfg(dataset_root, tmp_path / "t", steps=3))
+    base["sparse"].update({"dense_fraction": 0.5, "global_fraction": 0.25})
+    base["lora"] = {"rank": 0}
+    out = train_teacher(from_dict(type(_teacher_cfg(dataset_root, tmp_path)), base))
+    assert len(out["losses"]) == 3 and all(torch.isfinite(torch.tensor(out["losses"])))

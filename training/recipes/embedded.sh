@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The recipe of the embedded default models (iasa_core/weights), on a CPU, from the repository root.
+# Every step resumes or skips when its output exists. Times are from one 2-core machine (see the README).
+set -euo pipefail
+W=${W:-runs/embedded}
+export PYTHONPATH=${PYTHONPATH:-.}
+
+# 1. The synthetic world (seed 7) and its training clips: 96 speakers x 3.4 s at 128x128, one 81-frame clip each.
+[ -f "$W/world/world.json" ] || python -m iasa_core.synthetic --out "$W/world" --videos 96 --seconds 3.4 \
+    --size 128 --fps 25 --seed 7 --engine synthetic
+python -m training.prepare --videos "$W/world/videos" --keypoints "$W/world/keypoints" --out "$W/dataset" \
+    --size 128 --fps 25 --frames 81 --margin 100 --no-progress
+
+# 2. The VAE (diffusers AutoencoderKLWan, 4 base channels), then a random DiT (preset cpu-small) around it.
+[ -f "$W/vae/vae.safetensors" ] || python -m training.train_vae --data "$W/dataset" --out "$W/vae" --steps 3000
+[ -f "$W/init.safetensors" ] || python -m training.init_model --preset cpu-small --vae "$W/vae/vae.safetensors" \
+    --out "$W/init.safetensors"
+
+# 3. The teacher: flow matching, one third of the steps each dense / global mask / full IASA mask.
+python -m training.finetune_teacher --config training/configs/teacher_embedded.yaml \
+    --set model.spec="$W/init.safetensors" --set data.root="$W/dataset" --set run.output_dir="$W/teacher"
+
+# 4. Two students from the same teacher, same seed and steps: DMD alone, and DMD + the region loss.
+python -m training.distill --config training/configs/distill_embedded.yaml \
+    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" \
+    --set run.output_dir="$W/student_dmd" --set region.weight=0
+python -m training.distill --config training/configs/distill_embedded.yaml \
+    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" \
+    --set run.output_dir="$W/student"
+
+# 5. Into the package (float16 storage), then the demo's bundled inputs.
+python -m training.recipes.export_embedded --teacher "$W/teacher/teacher.safetensors" \
+    --dmd "$W/student_dmd/student.safetensors" --student "$W/student/student.safetensors"
+python -m training.recipes.make_demo_assets

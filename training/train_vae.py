@@ -1,0 +1,197 @@
+"""Train a Wan-architecture VAE (diffusers ``AutoencoderKLWan``) on the frames of a prepared dataset.
+
+The embedded default model's VAE is made this way on the synthetic world; big models use the released Wan VAE.
+Loss: L1 + MSE on pixels of short causal windows (1 + 4n frames, so both the lone first frame and the
+4-frame groups are trained) + a small KL term. After training the per-channel latent mean and standard
+deviation are measured over the dataset and written into the VAE config, as Wan's ``latents_mean/std``.
+
+    python -m training.train_vae --data DATASET --out runs/vae [--steps 2000 --config base_dim=4 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKLWan
+from safetensors.torch import load_file, save_file
+
+from iasa_core.model.vae_codec import decode_latents, encode_moments
+from training.data import ClipDataset
+
+EMBEDDED_VAE = {"base_dim": 4, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 1,
+                "temperal_downsample": [False, True, True]}
+
+
+@dataclass
+class VaeTrainConfig:
+    """Everything a VAE run depends on (written next to the weights)."""
+
+    data: str
+    out: str
+    vae: dict[str, Any] = field(default_factory=lambda: dict(EMBEDDED_VAE))
+    steps: int = 2000
+    batch: int = 8
+    window_latents: int = 2        # windows of 1 + 4 * (window_latents - 1) frames
+    crop: int = 64                 # random square crops (the VAE is convolutional; 4x cheaper steps than 128)
+    lr: float = 3e-3
+    kl_weight: float = 1e-6
+    sample_noise: float = 0.05     # scale of the posterior sample's noise during training
+    mse_weight: float = 1.0
+    l1_weight: float = 0.1         # L1 alone pulls flat-background frames to their median and stalls early
+    seed: int = 0
+    log_every: int = 25
+    stats_clips: int = 32          # clips encoded to measure the latent statistics
+    init: str | None = None        # start from this vae.safetensors (e.g. a second stage with longer windows)
+
+
+def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator) -> torch.Tensor:
+    """A batch of random causal windows (B, 3, 1 + 4n, crop, crop) in [-1, 1]."""
+    length = 4 * (cfg.window_latents - 1) + 1
+    out = []
+    for _ in range(cfg.batch):
+        clip = dataset[int(torch.randint(len(dataset), (1,), generator=g))]["frames"]
+        start = int(torch.randint(max(1, clip.shape[0] - length + 1), (1,), generator=g))
+        h, w = clip.shape[1:3]
+        size = min(cfg.crop or h, h, w) // 16 * 16
+        y0 = int(torch.randint(h - size + 1, (1,), generator=g))
+        x0 = int(torch.randint(w - size + 1, (1,), generator=g))
+        x = clip[start:start + length, y0:y0 + size, x0:x0 + size].permute(3, 0, 1, 2).float() / 127.5 - 1.0
+        out.append(x)
+    return torch.stack(out)
+
+
+def latent_stats(vae: AutoencoderKLWan, dataset: ClipDataset, clips: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior means over the first ``clips`` clips."""
+    total, sq, n = 0.0, 0.0, 0
+    with torch.no_grad():
+        for i in range(min(clips, len(dataset))):
+            frames = dataset[i]["frames"]
+            t = 4 * ((frames.shape[0] - 1) // 4) + 1
+            x = frames[:t].permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+            mu = encode_moments(vae, x).chunk(2, dim=1)[0].double()
+            total = total + mu.sum(dim=(0, 2, 3, 4))
+            sq = sq + (mu * mu).sum(dim=(0, 2, 3, 4))
+            n += mu[0, 0].numel()
+    mean = total / n
+    std = (sq / n - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def save_vae(vae: AutoencoderKLWan, config: dict[str, Any], path: Path) -> None:
+    """The VAE's weights with its config (including the latent statistics) in the safetensors metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    state = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "iasa-vae", "config": json.dumps(config)})
+    os.replace(tmp, path)
+
+
+def load_vae(path: str | Path) -> tuple[AutoencoderKLWan, dict[str, Any]]:
+    """Inverse of ``save_vae``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "iasa-vae":
+        raise ValueError(f"{path} is not a VAE written by training.train_vae")
+    config = json.loads(meta["config"])
+    vae = AutoencoderKLWan(**config)
+    vae.load_state_dict(load_file(str(path)))
+    return vae, config
+
+
+def train_vae(cfg: VaeTrainConfig) -> Path:
+    """Run the training; returns the path of ``vae.safetensors``."""
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = ClipDataset(cfg.data)
+    if cfg.init:
+        vae, init_config = load_vae(cfg.init)
+        cfg.vae = {k: v for k, v in init_config.items() if k not in ("latents_mean", "latents_std")}
+        vae.train()
+    else:
+        vae = AutoencoderKLWan(**cfg.vae).train()
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    g = torch.Generator().manual_seed(cfg.seed)
+    log = (out / "metrics.jsonl").open("a")
+    t0 = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        x = _windows(dataset, cfg, g)
+        moments = encode_moments(vae, x)
+        mean, logvar = moments.chunk(2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        # Near-deterministic: the DiT is trained on the posterior's mode, and a unit-variance sample at the start
+        # of training drowns the tiny encoder's signal (the decoder then learns to ignore z and stalls).
+        z = mean + cfg.sample_noise * torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+        rec = decode_latents(vae, z, clamp=False)
+        l1 = (rec - x).abs().mean()
+        mse = ((rec - x) ** 2).mean()
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).mean()
+        loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            psnr = float(10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10)))
+            row = {"step": step, "loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr,
+                   "kl": float(kl.detach()),
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(f"step {step}/{cfg.steps} loss {row['loss']:.4f} psnr {psnr:.2f} dB kl {row['kl']:.1f} "
+                  f"({row['seconds']} s)", flush=True)
+    log.close()
+    vae.eval()
+    lat_mean, lat_std = latent_stats(vae, dataset, cfg.stats_clips)
+    config = dict(cfg.vae, latents_mean=lat_mean, latents_std=lat_std)
+    path = out / "vae.safetensors"
+    save_vae(vae, config, path)
+    print(f"VAE written to {path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI."""
+    p = argparse.ArgumentParser(prog="python -m training.train_vae", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="prepared dataset folder (python -m training.prepare)")
+    p.add_argument("--out", required=True, help="run folder; vae.safetensors is written there")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=64, help="random crop side in pixels (0: whole frames)")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window-latents", type=int, default=2,
+                   help="training windows of 1 + 4 (N - 1) frames (default 2: 5 frames); longer windows teach the "
+                        "causal caches of long videos")
+    p.add_argument("--init", help="start from this vae.safetensors instead of random weights")
+    p.add_argument("--vae", default=json.dumps(EMBEDDED_VAE), help="AutoencoderKLWan config as JSON")
+    args = p.parse_args(argv)
+    try:
+        vae_cfg = json.loads(args.vae)
+    except json.JSONDecodeError as exc:
+        print(f"error: --vae must be a JSON object: {exc}", file=sys.stderr)
+        return 2
+    train_vae(VaeTrainConfig(data=args.data, out=args.out, vae=vae_cfg, steps=args.steps, batch=args.batch,
+                             crop=args.crop, lr=args.lr, seed=args.seed, window_latents=args.window_latents,
+                             init=args.init))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
