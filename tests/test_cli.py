@@ -1,14 +1,11 @@
 """The CLI as a user runs it: mask (numbers, preview, JSON), bench attention, demo, errors."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import torch
 from PIL import Image
 
-from conftest import ROOT
 from iasa_core.__main__ import main
 from iasa_core.bench.attention import AttentionCase, run_case
 from iasa_core.pose.sequence import PoseSequence
@@ -57,9 +54,3 @@ def test_bench_case_reports_numbers():
     assert "skipped" in res["backends"]["flashinfer"] or "seconds" in res["backends"]["flashinfer"]
     assert res["best_backend"] in ("gather", "flashinfer")
     assert any("density" in ln for ln in lines)
-
-
-def test_demo_says_what_it_will_run():
-    proc = subprocess.run([sys.executable, "-m", "iasa_core", "demo"], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert "not available yet" in proc.stderr and "mask" in proc.stderr

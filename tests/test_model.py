@@ -191,7 +191,7 @@ def test_wan_native_file_with_pose_weights_and_lora(system, inputs, tmp_path):
 
 
 def test_unknown_model_spec_is_explained():
-    with pytest.raises(ValueError, match="neither a preset"):
+    with pytest.raises(ValueError, match="neither an embedded model .*, a preset"):
         load_model("not-a-model")
 
 

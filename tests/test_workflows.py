@@ -184,7 +184,7 @@ def test_default_workflow_inputs_are_shipped():
     _, api = _load("iasa_talking_video")
     files = {v["inputs"][k] for v in api.values() for k in ("audio_file", "image", "pose_file")
              if isinstance(v["inputs"].get(k), str)}
-    assert files == {"iasa_speech.wav", "iasa_speaker.png", "iasa_speaker_pose.json"}
+    assert files == {"iasa_speech.wav", "iasa_character.png", "iasa_character_pose.json"}
     for f in files:
         assert (WORKFLOWS / "inputs" / f).is_file()
 

@@ -82,20 +82,27 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     device = system.device
     video = frames.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
     kp = keypoints.numpy()
-    key = (clip_id, ref_index, pose_bgr, repr(sparse))
-    hit = cache.get(key) if cache is not None and clip_id else None
+    use_cache = cache is not None and bool(clip_id)
+    key = ("encoded", clip_id, ref_index, pose_bgr)
+    hit = cache.get(key) if use_cache else None
     if hit is None:
         with torch.no_grad():
             latents = system.encode(video).to(device, torch.float32)
             ref_image = np.ascontiguousarray(frames[ref_index].numpy())
             condition = system.condition(ref_image, t)
-        style = RenderStyle(bgr=pose_bgr)
-        pose_u8 = render_poses_tensor(kp, h, w, style).round().clamp(0, 255).to(torch.uint8)
-        plan = build_plan(kp, (h, w), **plan_options(sparse)) if sparse is not None else None
-        hit = (latents, condition, pose_u8, plan)
-        if cache is not None and clip_id:
+        pose_u8 = render_poses_tensor(kp, h, w, RenderStyle(bgr=pose_bgr)).round().clamp(0, 255).to(torch.uint8)
+        hit = (latents, condition, pose_u8)
+        if use_cache:
             cache.put(key, hit)
-    latents, condition, pose_u8, plan = hit
+    latents, condition, pose_u8 = hit
+    plan = None
+    if sparse is not None:  # one plan per attention setting (the teacher may mix dense, global and IASA)
+        plan_key = ("plan", clip_id, repr(sorted(sparse.items())))
+        plan = cache.get(plan_key) if use_cache else None
+        if plan is None:
+            plan = build_plan(kp, (h, w), **plan_options(sparse))
+            if use_cache:
+                cache.put(plan_key, plan)
     pose_video = pose_u8.float()[None].to(device)
     ref_pose = pose_video[:, :, ref_index]
     return TrainSample(latents, condition, pose_video, ref_pose, plan, video.to(device),

@@ -49,7 +49,9 @@ def _pointwise_conv(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) 
 
 @contextlib.contextmanager
 def fast_cpu_layers(vae: AutoencoderKLWan) -> Iterator[None]:
-    """Swap the VAE's RMS norms and 1x1x1 convolutions for quicker equivalents while on CPU; restored on exit."""
+    """Swap the VAE's RMS norms and 1x1x1 convolutions for quicker CPU equivalents (same values to rounding).
+
+    The originals are restored on exit."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm
 
     patched = []

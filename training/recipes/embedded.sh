@@ -11,16 +11,21 @@ export PYTHONPATH=${PYTHONPATH:-.}
 python -m training.prepare --videos "$W/world/videos" --keypoints "$W/world/keypoints" --out "$W/dataset" \
     --size 128 --fps 25 --frames 81 --margin 100 --no-progress
 
-# 2. The VAE (diffusers AutoencoderKLWan, 4 base channels), then a random DiT (preset cpu-small) around it.
+# 2. The VAE (diffusers AutoencoderKLWan, 4 base channels): 3000 steps on 5-frame windows, then 700 on 21-frame
+#    windows so the causal caches of long videos are seen (without it, frames after the third latent drift);
+#    then a random DiT (preset cpu-small) around it.
 [ -f "$W/vae/vae.safetensors" ] || python -m training.train_vae --data "$W/dataset" --out "$W/vae" --steps 3000
-[ -f "$W/init.safetensors" ] || python -m training.init_model --preset cpu-small --vae "$W/vae/vae.safetensors" \
+[ -f "$W/vae2/vae.safetensors" ] || python -m training.train_vae --data "$W/dataset" --out "$W/vae2" \
+    --init "$W/vae/vae.safetensors" --window-latents 6 --batch 4 --lr 1e-3 --steps 700
+[ -f "$W/init.safetensors" ] || python -m training.init_model --preset cpu-small --vae "$W/vae2/vae.safetensors" \
     --out "$W/init.safetensors"
 
 # 3. The teacher: flow matching, one third of the steps each dense / global mask / full IASA mask.
 python -m training.finetune_teacher --config training/configs/teacher_embedded.yaml \
     --set model.spec="$W/init.safetensors" --set data.root="$W/dataset" --set run.output_dir="$W/teacher"
 
-# 4. Two students from the same teacher, same seed and steps: DMD alone, and DMD + the region loss.
+# 4. Two students from the same teacher, same seed and steps: DMD alone, and DMD + the region loss
+#    (we ran the two side by side, OMP_NUM_THREADS=1 each).
 python -m training.distill --config training/configs/distill_embedded.yaml \
     --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" \
     --set run.output_dir="$W/student_dmd" --set region.weight=0
