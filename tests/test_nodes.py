@@ -497,6 +497,26 @@ def test_sampler_runs_the_pipeline_with_progress(nodes, tiny_model, progress):
     assert torch.equal((images * 255).round().to(torch.uint8), torch.from_numpy(want.frames))
 
 
+def test_embedded_model_is_the_default_and_animates_the_bundled_character(nodes, progress):
+    from iasa_core.demo import DEMO_IMAGE, DEMO_POSE
+    from iasa_core.media import image_to_comfy, load_image
+    from iasa_core.pipeline import resize_image
+
+    cls = nodes["IASAModelLoader"]
+    assert cls.INPUT_TYPES()["required"]["model"][1]["default"] == "embedded"
+    (model,) = run(cls, model="embedded", dtype="auto", device="cpu")
+    assert model["system"].config.name == "cpu-small" and model["system"].schedule["kind"] == "student"
+    ref = PoseSequence.load_json(DEMO_POSE)
+    kp = np.repeat(ref.keypoints, 5, axis=0).astype(np.float32)
+    kp[..., :2] *= 128 / ref.width  # the bundled pose is on the 256x256 image
+    poses = PoseSequence(kp, 128, 128, 25.0).to_pose_keypoint()
+    image = image_to_comfy(resize_image(load_image(DEMO_IMAGE), (128, 128)))
+    images, fps = run(nodes["IASASampler"], model=model, reference_image=image, poses=poses, sampler="auto",
+                      steps=30, seed=0, backend="auto", sparse=True)
+    assert images.shape == (5, 128, 128, 3) and fps == 25.0
+    assert float(images.std()) > 0.05  # a picture, not a flat frame
+
+
 def test_sampler_plan_settings_and_cancel(nodes, tiny_model, bridge, monkeypatch):
     from iasa_core.pipeline import GenerateOptions
 
