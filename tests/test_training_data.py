@@ -14,6 +14,7 @@ import torch
 from iasa_core.audio import AudioClip
 from iasa_core.media import write_video
 from iasa_core.pose import layout as L
+from iasa_core.pose.regions import pixel_region_labels
 from iasa_core.pose.render import render_poses
 from iasa_core.pose.sequence import PoseSequence
 from iasa_core.pose.synthetic import synthetic_keypoints
@@ -35,7 +36,6 @@ from training.data.clips import (
     crop_resize,
     filter_reasons,
     plan_clips,
-    region_labels,
     transform_keypoints,
 )
 from training.data.video import iter_resampled, resampled_indices, source_index, video_id
@@ -200,7 +200,7 @@ def test_crop_box_holds_pose_and_shrinks_before_padding():
 
 def test_region_labels_match_full_resolution_closely():
     kp = transform_keypoints(_poses(2, seed=0), crop_box(_poses(2, seed=0), H, W, 128, 128, 1.5, 0.3), 128, 128)
-    coarse, fine = region_labels(kp, 128, 128, 4, 0.3), region_labels(kp, 128, 128, 1, 0.3)
+    coarse, fine = pixel_region_labels(kp, 128, 128, 4, 0.3), pixel_region_labels(kp, 128, 128, 1, 0.3)
     assert coarse.shape == (2, 128, 128) and coarse.dtype == np.uint8
     assert set(np.unique(coarse)) == {0, 1, 2, 3, 4}
     assert (coarse == fine).mean() > 0.95

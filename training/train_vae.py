@@ -24,11 +24,11 @@ import torch
 from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file, save_file
 
+from iasa_core.model.presets import get_preset
 from iasa_core.model.vae_codec import decode_latents, encode_moments
 from training.data import ClipDataset
 
-EMBEDDED_VAE = {"base_dim": 4, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 1,
-                "temperal_downsample": [False, True, True]}
+EMBEDDED_VAE = get_preset("cpu-small").vae  # the embedded models' VAE architecture (one definition: the preset)
 
 
 @dataclass

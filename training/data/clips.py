@@ -15,7 +15,6 @@ import torch.nn.functional as TF
 
 from iasa_core.detect.filter import training_filter
 from iasa_core.pose import layout as L
-from iasa_core.pose.regions import pixel_region_labels as region_labels  # noqa: F401 (re-exported)
 
 from .options import PrepareOptions
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from iasa_core.media import read_video_audio
+from iasa_core.pose.regions import pixel_region_labels
 from iasa_core.pose.sequence import PoseSequence
 
 from . import store
@@ -32,7 +33,6 @@ from .clips import (
     crop_resize,
     filter_reasons,
     plan_clips,
-    region_labels,
     transform_keypoints,
 )
 from .options import FORMAT_VERSION, PrepareError, PrepareOptions
@@ -187,7 +187,7 @@ def _cut_clips(path: Path, relative: str, vid: str, out: Path, opts: PrepareOpti
         tensors = {
             "frames": buffers.pop(k),
             "keypoints": kp_clip.astype(np.float32),
-            "labels": region_labels(kp_clip, H, W, opts.label_cell, opts.visible_score),
+            "labels": pixel_region_labels(kp_clip, H, W, opts.label_cell, opts.visible_score),
             "audio": clip_audio(mono, opts.audio_rate, float(s / fps), n_audio),
         }
         record = {"clip_id": f"{vid}/c{k}", "key": f"c{k}", "video": relative, "video_id": vid,

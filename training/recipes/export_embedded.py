@@ -31,8 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     for name, src in sources.items():
         system = load_student(src)
-        if name == "embedded-teacher":
-            system.schedule = dict(system.schedule, kind="teacher")
         path = save_student(system, Path(args.out) / EMBEDDED_MODELS[name], storage_dtype=torch.float16)
         size = path.stat().st_size
         total += size
