@@ -76,10 +76,18 @@ def cmd_bench(args) -> int:
         from .bench.quality import bench_quality, format_table
 
         result = bench_quality(clips=args.clips, seconds=args.seconds, teacher_steps=args.teacher_steps,
-                               device=args.device)
+                               device=args.device, dtype=args.dtype)
         print(format_table(result))
+    elif args.what == "vae":
+        import torch
+
+        from .bench.vae import bench_vae
+        from .node_support import pick_dtype
+
+        bf16 = pick_dtype(args.dtype, args.device or "cpu") == torch.bfloat16
+        result = bench_vae(args.model, clips=args.clips, frames=args.frames, precision="bf16" if bf16 else "fp32")
     else:
-        raise CliError(f"unknown benchmark {args.what!r}; available: attention, model, quality")
+        raise CliError(f"unknown benchmark {args.what!r}; available: attention, model, quality, vae")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
         print(f"results written to {args.json}")
@@ -91,7 +99,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     result = run_demo(args.audio, args.image, args.out, ref_poses=args.ref_poses, model=args.model, seed=args.seed,
-                      side=args.side, models=args.models, download=args.download)
+                      side=args.side, models=args.models, download=args.download, dtype=args.dtype)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
@@ -121,16 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_mask)
 
     b = sub.add_parser("bench", help="benchmarks that print numbers and write JSON")
-    b.add_argument("what", choices=("attention", "model", "quality"),
+    b.add_argument("what", choices=("attention", "model", "quality", "vae"),
                    help="attention: kernels alone; model: one DiT step dense vs IASA; quality: the ablation "
                         "table (FPS, PSNR, SSIM, face/hand PSNR, lip sync) of the embedded models on held-out "
-                        "synthetic clips")
+                        "synthetic clips; vae: a model's VAE round trip on held-out clips, per latent frame")
     b.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     b.add_argument("--top-k", type=int, default=2)
     b.add_argument("--mode", choices=("exact", "pooled"), default="exact")
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--backend", default="auto", help="sparse backend for `bench model` (default auto)")
-    b.add_argument("--clips", type=int, default=2, help="`quality`: held-out clips (default 2)")
+    b.add_argument("--clips", type=int, default=2, help="`quality`, `vae`: held-out clips (default 2)")
+    b.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="`quality`, `vae`: auto = bfloat16 on CUDA and on CPUs with native bf16, else float32")
+    b.add_argument("--model", default="embedded", help="`vae`: the model whose VAE is measured (default embedded)")
+    b.add_argument("--frames", type=int, default=81, help="`vae`: frames per held-out clip, 4n+1 (default 81)")
     b.add_argument("--seconds", type=float, default=5.0, help="`quality`: seconds per clip (default 5)")
     b.add_argument("--teacher-steps", type=int,
                    help="`quality`: teacher Euler steps (default: the teacher's stored value, 50)")
@@ -160,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--side", type=int, default=128, help="short side of the video in pixels (default 128, the "
                                                         "embedded model's training size)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="denoiser dtype: auto = bfloat16 on CPUs with native bf16 (AMX / AVX512-BF16), else float32")
     d.add_argument("--models", action="append", default=[], help="folder with DWPose weights (user images)")
     d.add_argument("--download", action="store_true", help="allow downloading DWPose weights from the HF hub")
     d.add_argument("--json", help="also write the timings as JSON")

@@ -55,13 +55,14 @@ def reference_pose(image_path: Path, image: Any, ref_poses: str | None, models: 
 
 def run_demo(audio: str | None = None, image: str | None = None, out: str = "demo.mp4", *,
              ref_poses: str | None = None, model: str = "embedded", seed: int = 0, side: int = DEMO_SIDE,
-             models: list[str] | None = None, download: bool = False,
+             models: list[str] | None = None, download: bool = False, dtype: str = "auto",
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole chain; returns the output path, frame count and seconds per stage."""
     from .audio import load_audio
     from .media import load_image, write_video
     from .model.loading import load_model
     from .motion.from_audio import poses_from_audio
+    from .node_support import pick_dtype
     from .pipeline import GenerateOptions, generate_video, resize_image
 
     times: dict[str, float] = {}
@@ -82,7 +83,8 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
     times["audio_to_poses"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    system = load_model(model)
+    torch_dtype = pick_dtype(dtype, "cpu")
+    system = load_model(model).to("cpu", torch_dtype)
     times["load_model"] = time.perf_counter() - t
 
     def progress(step: int, total: int) -> None:
@@ -101,10 +103,11 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
     total = sum(times.values())
     log(f"wrote {path}: {n} frames {hw[1]}x{hw[0]} at {result.fps:g} fps with the audio ({clip.duration:.1f} s)")
     density = ", ".join(f"{p['density']:.3f}" for p in result.plans) or "dense"
-    log(f"model: {system.source} ({result.denoiser_calls} denoiser calls, block density {density})")
+    log(f"model: {system.source} in {str(torch_dtype).replace('torch.', '')} ({result.denoiser_calls} denoiser "
+        f"calls, block density {density})")
     for name, seconds in times.items():
         log(f"  {name:<15} {seconds:7.2f} s")
     log(f"poses -> frames: {poses_to_frames:.2f} s = {n / poses_to_frames:.1f} frames per second; "
         f"everything: {total:.2f} s = {n / total:.1f} frames per second")
-    return {"out": str(path), "frames": n, "size": list(hw), "times_s": times,
+    return {"out": str(path), "frames": n, "size": list(hw), "dtype": str(torch_dtype), "times_s": times,
             "poses_to_frames_fps": n / poses_to_frames, "overall_fps": n / total}

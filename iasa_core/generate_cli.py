@@ -52,7 +52,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--models", action="append", default=[], help="folder to look for model files in; repeatable")
     p.add_argument("--download", action="store_true", help="allow downloads from the HF hub")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="denoiser dtype (default: bfloat16 on CUDA, else float32)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="denoiser dtype (default: bfloat16 on CUDA and on CPUs with native bf16 "
+                   "(AMX / AVX512-BF16), else float32)")
     p.add_argument("--prompt", help="text prompt (needs --text-encoder; students run on their stored prompt)")
     p.add_argument("--negative-prompt", help="teacher CFG negative prompt (needs --text-encoder)")
     p.add_argument("--text-encoder", help="UMT5 encoder folder or repo id (text_encoder/ + tokenizer/)")

@@ -145,8 +145,12 @@ def write_video(
     audio: AudioClip | None = None,
     crf: int = 18,
     progress: ProgressFn | None = None,
+    lossless: bool = False,
 ) -> Path:
-    """Write frames (T,H,W,3 uint8 / float 0..1, or an iterable of frames) as H.264 mp4."""
+    """Write frames (T,H,W,3 uint8 / float 0..1, or an iterable of frames) as H.264 mp4.
+
+    ``lossless=True`` stores the RGB pixels exactly (libx264rgb, crf 0): for training data, where a lossy
+    encoder's chroma subsampling would cap every model at about 33 dB; most players cannot show it."""
     import av
 
     path = Path(path).expanduser()
@@ -162,7 +166,7 @@ def write_video(
     tmp = path.parent / f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.part.mp4"
     try:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            count = _encode_all(container, _iter_frames(frames), rate, audio, crf, progress, total)
+            count = _encode_all(container, _iter_frames(frames), rate, audio, crf, progress, total, lossless)
         if count == 0:
             raise MediaError(f"No frames to write to {path}; the frame sequence is empty.")
         os.replace(tmp, path)
@@ -228,6 +232,7 @@ def _encode_all(
     crf: int,
     progress: ProgressFn | None,
     total: int | None,
+    lossless: bool = False,
 ) -> int:
     """Encode every frame (and the audio, interleaved) into an open output container."""
     import av
@@ -236,9 +241,12 @@ def _encode_all(
     if first is None:
         return 0
     height, width = first.shape[:2]
-    vstream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)), "preset": "medium"})
+    if lossless:
+        vstream = container.add_stream("libx264rgb", rate=rate, options={"crf": "0", "preset": "fast"})
+    else:
+        vstream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)), "preset": "medium"})
     vstream.width, vstream.height = width + width % 2, height + height % 2
-    vstream.pix_fmt = "yuv420p"
+    vstream.pix_fmt = "rgb24" if lossless else "yuv420p"
     vstream.codec_context.time_base = 1 / rate
     muxer = _AudioMuxer(container, audio, rate) if audio is not None else None
 

@@ -7,6 +7,7 @@ calls these; anything that decides or computes lives here. Nothing here imports 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -185,10 +186,40 @@ def pick_device(name: str, default: torch.device | str | None = None) -> torch.d
     return device
 
 
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The first CPU's feature flags from a Linux cpuinfo file (empty where there is none)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (x86 AMX-BF16 or AVX512-BF16).
+
+    Without it PyTorch emulates bf16 on CPU, slower than float32. ``cpu_has_native_bf16.cache_clear()`` resets it.
+    """
+    return bool(cpu_flags() & NATIVE_BF16_FLAGS)
+
+
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether bfloat16 is the quicker dtype on ``device`` (CUDA, or a CPU with native bf16)."""
+    kind = torch.device(device).type
+    return kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16())
+
+
 def pick_dtype(name: str, device: torch.device | str) -> torch.dtype:
-    """"auto" -> bfloat16 on CUDA, float32 elsewhere; else float32 / bfloat16 / float16."""
+    """"auto" -> bfloat16 on CUDA and on CPUs with native bf16, float32 elsewhere; else the named dtype."""
     if name in (None, "", "auto"):
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
     if name not in DTYPES:
         raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPES)}; got {name!r}")
     return DTYPES[name]

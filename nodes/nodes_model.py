@@ -28,7 +28,7 @@ class IASAModelLoader:
                                "with RANDOM weights: tiny, wan2.1-1.3b, wan2.1-i2v-14b (tests, speed checks)."}),
                 "dtype": (["auto", "float32", "bfloat16", "float16"], {
                     "default": "auto",
-                    "tooltip": "Weight precision; auto = bfloat16 on CUDA, float32 on CPU."}),
+                    "tooltip": "Weight precision; auto = bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else float32."}),
                 "device": (["auto", "cpu", "cuda"], {
                     "default": "auto",
                     "tooltip": "Where the model runs; auto = ComfyUI's device."}),

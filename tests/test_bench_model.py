@@ -32,3 +32,14 @@ def test_bench_cli_rejects_unknown(capsys):
 def test_bench_json_is_serialisable():
     out = bench_model("cpu", repeats=1, cases=(ModelCase("tiny", "tiny", 32, 32, 5, "float32", 5),), log=lambda s: None)
     json.dumps(out)
+
+
+def test_bench_model_puts_fp32_and_bf16_side_by_side(monkeypatch):
+    import iasa_core.bench.model as mod
+
+    cases = (ModelCase("tiny", "tiny", 32, 32, 5, "float32", 5), ModelCase("tiny-bf16", "tiny", 32, 32, 5, "bfloat16", 5))
+    out = bench_model("cpu", repeats=1, cases=cases, log=lambda s: None)
+    assert [r["case"]["dtype"] for r in out["results"]] == ["float32", "bfloat16"]
+    assert out["bf16_speedup"]["dense_step"] > 0 and out["bf16_speedup"]["iasa_step"] > 0
+    # The default CPU cases: fp32 and bf16, the latter only where the CPU has native bf16.
+    assert [c.dtype for c in mod.CPU_CASES] == ["float32", "bfloat16"]

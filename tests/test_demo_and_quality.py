@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from iasa_core.__main__ import main
 from iasa_core.bench.quality import QualityRow, bench_quality, format_table, heldout_clips
@@ -75,6 +76,41 @@ def test_quality_rows_measure_against_the_ground_truth(tmp_path):
     assert result["rows"][0]["speedup_vs_first"] == pytest.approx(1.0)
     table = format_table(result)
     assert table.count("\n") == 4 and "| student |" in table
+
+
+def test_copy_row_is_the_static_floor():
+    from iasa_core.bench.metrics import psnr
+    from iasa_core.bench.quality import COPY_ROW, default_rows
+
+    clips = heldout_clips(2, 0.6)
+    result = bench_quality(clips=2, seconds=0.6, rows=[COPY_ROW], log=lambda s: None)
+    row = result["rows"][0]
+    expected = np.mean([psnr(np.repeat(c.frames[:1], len(c.frames), 0), c.frames) for c in clips])
+    assert row["psnr"] == pytest.approx(expected) and row["first_psnr"] > 100  # frame 0 is exact
+    assert row["frames"] == 30 and np.isnan(row["fps"])
+    assert "| copy the reference frame (floor) | - | - |" in format_table(result)
+    assert default_rows()[0] == COPY_ROW
+
+
+def test_bench_vae_reports_each_latent_frame(capsys, monkeypatch):
+    import iasa_core.bench.vae as mod
+
+    videos = mod.heldout_videos(1, frames=9)
+    assert videos[0].shape == (1, 3, 9, 128, 128) and videos[0].min() >= -1 and videos[0].max() <= 1
+    # A lossless stand-in VAE, then one that errs on video frames 5..8 only (latent frame 2).
+    monkeypatch.setattr(mod, "encode_moments", lambda vae, x: torch.cat([x, x], dim=1))
+    monkeypatch.setattr(mod, "decode_latents", lambda vae, z: z.clone())
+    exact = mod.roundtrip_psnr(None, videos)
+    assert exact["psnr"] > 100 and len(exact["psnr_per_latent"]) == 3
+    monkeypatch.setattr(mod, "decode_latents", lambda vae, z: torch.cat([z[:, :, :5], z[:, :, 5:] + 0.1], dim=2))
+    hurt = mod.roundtrip_psnr(None, videos)
+    assert hurt["psnr_per_latent"][:2] == exact["psnr_per_latent"][:2]
+    assert hurt["psnr_per_latent"][2] == pytest.approx(10 * np.log10(4 / 0.01), abs=1e-2)
+    assert hurt["psnr_worst_latent"] == hurt["psnr_per_latent"][2]
+    monkeypatch.undo()
+    assert main(["bench", "vae", "--clips", "1", "--frames", "9", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "per latent frame:" in out and "first frame" in out
 
 
 def test_bench_quality_cli_writes_json(tmp_path, capsys, monkeypatch):

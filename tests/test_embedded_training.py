@@ -140,3 +140,95 @@ def test_teacher_trains_with_the_attention_mix(dataset_root, tmp_path):  # noqa:
     base["lora"] = {"rank": 0}
     out = train_teacher(from_dict(type(_teacher_cfg(dataset_root, tmp_path)), base))
     assert len(out["losses"]) == 3 and all(torch.isfinite(torch.tensor(out["losses"])))
+
+
+def _vae_cfg(root, out, **kw):
+    from training.train_vae import VaeTrainConfig
+
+    base = dict(data=str(root), out=str(out), vae=dict(TINY_VAE), steps=4, batch=1, crop=16, long_every=2,
+                long_window_latents=3, long_crop=16, long_batch=1, save_every=2, log_every=1, stats_clips=1,
+                precision="fp32")
+    return VaeTrainConfig(**{**base, **kw})
+
+
+def test_vae_training_resumes_to_the_same_weights(dataset_root, tmp_path, monkeypatch):  # noqa: F811
+    from safetensors.torch import load_file
+
+    import training.train_vae as mod
+
+    whole = mod.train_vae(_vae_cfg(dataset_root, tmp_path / "a"))
+    real, calls = mod._windows, []
+
+    def dies_at_step_3(*args, **kwargs):
+        calls.append(kwargs.get("long", False))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the run were stopped during step 3
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mod, "_windows", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        mod.train_vae(_vae_cfg(dataset_root, tmp_path / "b"))
+    assert calls == [False, True, False]  # every long_every-th step trains the long windows
+    monkeypatch.setattr(mod, "_windows", real)
+    resumed = mod.train_vae(_vae_cfg(dataset_root, tmp_path / "b"))
+    a, b = load_file(str(whole)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="other settings"):
+        mod.train_vae(_vae_cfg(dataset_root, tmp_path / "b", lr=1e-2))
+
+
+def test_vae_long_windows_have_their_own_shape(dataset_root):  # noqa: F811
+    from training.data import ClipDataset
+    from training.train_vae import _windows
+
+    cfg = _vae_cfg(dataset_root, "unused", batch=3, crop=32, long_window_latents=3, long_crop=16, long_batch=2)
+    g = torch.Generator().manual_seed(0)
+    assert _windows(ClipDataset(dataset_root), cfg, g).shape == (3, 3, 5, 32, 32)
+    assert _windows(ClipDataset(dataset_root), cfg, g, long=True).shape == (2, 3, 9, 16, 16)
+
+
+def test_vae_training_in_bf16_learns(dataset_root, tmp_path):  # noqa: F811
+    from training.train_vae import train_vae
+
+    path = train_vae(_vae_cfg(dataset_root, tmp_path, steps=30, lr=3e-3, long_every=0, crop=32,
+                              precision="bf16", log_every=10, eval_clips=1, eval_every=30))
+    rows = [json.loads(line) for line in (path.parent / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["psnr"] > rows[0]["psnr"] + 1.0
+    last = rows[-1]
+    assert len(last["eval_psnr_per_latent"]) == 21 and last["eval_psnr_worst_latent"] <= last["eval_psnr_first"] + 30
+    assert all(0 < v < 60 for v in last["eval_psnr_per_latent"])
+
+
+def test_lr_schedule_warms_up_then_decays():
+    from training.config import OptimConfig
+    from training.model_setup import lr_factor
+
+    const = OptimConfig(warmup_steps=4)
+    assert [lr_factor(s, const, 100) for s in (0, 3, 50, 99)] == [0.25, 1.0, 1.0, 1.0]
+    cos = OptimConfig(warmup_steps=4, decay="cosine", min_lr_ratio=0.1)
+    assert lr_factor(3, cos, 104) == 1.0 and lr_factor(4, cos, 104) == pytest.approx(1.0)
+    assert lr_factor(54, cos, 104) == pytest.approx(0.55) and lr_factor(104, cos, 104) == pytest.approx(0.1)
+    assert lr_factor(500, cos, 104) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="optim.decay"):
+        OptimConfig(decay="linear")
+
+
+def test_teacher_exports_its_weight_average(dataset_root, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+
+    from training.config import from_dict, to_dict
+    from training.finetune_teacher import train_teacher
+
+    data = to_dict(_teacher_cfg(dataset_root, tmp_path, steps=3, save_every=3))
+    data["ema"] = 0.5
+    data["lora"] = {"rank": 0}  # full fine-tune: the exported weights are the average itself
+    data["optim"].update(decay="cosine", warmup_steps=1)
+    cfg = from_dict(type(_teacher_cfg(dataset_root, tmp_path)), data)
+    result = train_teacher(cfg)
+    ckpt = load_file(str(tmp_path / "checkpoints" / "step-0000003" / "weights.safetensors"))
+    ema = {k.removeprefix("ema/"): v for k, v in ckpt.items() if k.startswith("ema/")}
+    last = {k.removeprefix("denoiser/"): v for k, v in ckpt.items() if k.startswith("denoiser/")}
+    assert ema.keys() == last.keys() and any(not torch.equal(ema[k], last[k]) for k in ema)
+    exported = dict(load_student(result["exported"]["model"]).denoiser.named_parameters())
+    for name, value in ema.items():
+        assert torch.equal(exported[name.removeprefix("denoiser.")], value), name

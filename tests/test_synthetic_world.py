@@ -210,10 +210,35 @@ def test_make_world_writes_videos_keypoints_and_styles(tmp_path):
         assert len(seq) == 25 and (seq.height, seq.width) == (H, W)
         truth = sample_ground_truth(tmp_path, rec["id"], world)
         np.testing.assert_array_equal(truth, ground_truth(seq.keypoints, rec["style"], H, W))
-        assert np.abs(truth.astype(int) - frames).mean() < 8       # the mp4 is the truth, lossily coded
+        np.testing.assert_array_equal(frames, truth)  # lossless by default: training data is the exact truth
     # Sample i depends only on (seed, i).
     again = make_world(tmp_path / "one", 1, 1.0, size=(H, W), seed=3, engine="synthetic")
     assert again[0]["style"] == records[0]["style"]
+
+
+def test_lossy_world_is_playable_h264_close_to_the_truth(tmp_path):
+    records = make_world(tmp_path, 1, 0.4, size=(H, W), seed=3, engine="synthetic", lossless=False)
+    frames, _ = read_video(tmp_path / records[0]["video"])
+    truth = sample_ground_truth(tmp_path, records[0]["id"])
+    assert 0 < np.abs(truth.astype(int) - frames).mean() < 8
+    assert load_world(tmp_path)["lossless"] is False
+
+
+def test_make_world_continues_an_interrupted_world(tmp_path):
+    first = make_world(tmp_path, 2, 0.4, size=(H, W), seed=3, engine="synthetic")
+    video0 = tmp_path / first[0]["video"]
+    stamp = video0.stat().st_mtime_ns
+    (tmp_path / first[1]["video"]).unlink()  # the second sample was lost: it is made again
+    seen = []
+    more = make_world(tmp_path, 3, 0.4, size=(H, W), seed=3, engine="synthetic",
+                      progress=lambda i, n, rec: seen.append(i))
+    assert seen == [1, 2] and video0.stat().st_mtime_ns == stamp
+    assert [r["id"] for r in more] == ["synth_00000", "synth_00001", "synth_00002"]
+    assert more[1]["style"] == first[1]["style"]
+    # Other settings: the world is written anew.
+    seen.clear()
+    make_world(tmp_path, 1, 0.4, size=(H, W), seed=4, engine="synthetic", progress=lambda i, n, rec: seen.append(i))
+    assert seen == [0] and len(load_world(tmp_path)["samples"]) == 1
 
 
 def test_cli_writes_a_world(tmp_path, capsys):

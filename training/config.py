@@ -53,7 +53,7 @@ class LoraConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with a linear warm-up."""
+    """AdamW with a linear warm-up, then a constant rate or a cosine decay over the run."""
 
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -61,6 +61,12 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    decay: str = "none"         # none | cosine (to lr * min_lr_ratio at run.steps)
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.decay not in ("none", "cosine"):
+            raise ConfigError(f"optim.decay must be 'none' or 'cosine'; got {self.decay!r}")
 
 
 @dataclass
@@ -140,6 +146,7 @@ class TeacherConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     run: RunConfig = field(default_factory=RunConfig)
     export: TeacherExport = field(default_factory=TeacherExport)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, exported instead of the last ones
 
 
 @dataclass

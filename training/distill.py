@@ -50,6 +50,7 @@ from .runtime import (
     all_mean,
     autocast,
     clip_stream,
+    ema_update,
     resume_run,
     sample_generator,
     sample_index,
@@ -166,14 +167,6 @@ def critic_loss(critic: torch.nn.Module, sample: TrainSample, x0_gen: torch.Tens
     return flow_matching_loss(predict(critic, x_t, sigma, sample, cfg, device), noise, x0_gen)
 
 
-@torch.no_grad()
-def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * current, over the trained weights."""
-    for name, p in unwrap(model).named_parameters():
-        if name in ema:
-            ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
-
-
 def export_student(system: PoseWanSystem, generator: torch.nn.Module, ema: dict[str, torch.Tensor],
                    cfg: DistillConfig, sparse: dict[str, Any] | None) -> str:
     """Write the EMA student, adapters merged, with its few-step schedule: a file ``generate`` and the nodes load."""
@@ -212,8 +205,8 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
             enable_checkpointing(d, cfg.run.gradient_checkpointing)
         generator = wrap_ddp(PosedDenoiser(system.denoiser), rt)
         critic = wrap_ddp(PosedDenoiser(critic_denoiser), rt)
-        opt_g, sched_g = make_optimizer(gen_params, cfg.dmd.generator_optim)
-        opt_c, sched_c = make_optimizer(critic_params, cfg.dmd.critic_optim)
+        opt_g, sched_g = make_optimizer(gen_params, cfg.dmd.generator_optim, cfg.run.steps)
+        opt_c, sched_c = make_optimizer(critic_params, cfg.dmd.critic_optim, cfg.run.steps)
         ema = {k: v.clone() for k, v in trainable_state(generator).items()}
         region_loss = build_region_loss(cfg.region, rt.device)
         sigmas = student_sigmas(cfg.dmd.timesteps, cfg.dmd.shift)

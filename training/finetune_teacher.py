@@ -40,6 +40,7 @@ from .runtime import (
     all_mean,
     autocast,
     clip_stream,
+    ema_update,
     no_sync,
     resume_run,
     sample_generator,
@@ -83,9 +84,16 @@ def teacher_loss(model: torch.nn.Module, sample: TrainSample, gen: torch.Generat
 
 
 def export_teacher(system: PoseWanSystem, model: torch.nn.Module, cfg: TeacherConfig,
-                   sparse: dict[str, Any] | None) -> dict[str, str]:
-    """Write the merged teacher (a model file ``generate`` and the nodes load) and, for LoRA runs, the LoRA alone."""
+                   sparse: dict[str, Any] | None, ema: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
+    """Write the merged teacher (a model file ``generate`` and the nodes load) and, for LoRA runs, the LoRA alone.
+
+    With ``ema`` (trained weights by name) those averaged weights are written instead of the last ones."""
     denoiser = copy.deepcopy(unwrap(model).denoiser).eval().requires_grad_(False)
+    if ema:
+        params = dict(denoiser.named_parameters())
+        with torch.no_grad():
+            for name, value in ema.items():
+                params[name.removeprefix("denoiser.")].copy_(value)
     out: dict[str, str] = {}
     if lora_layers(denoiser):
         out["lora"] = str(save_lora(denoiser.transformer, output_path(cfg.run.output_dir, cfg.export.lora_path)))
@@ -112,10 +120,14 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
         cast_frozen(system.denoiser, cfg.run.frozen_dtype)
         enable_checkpointing(system.denoiser, cfg.run.gradient_checkpointing)
         model = wrap_ddp(PosedDenoiser(system.denoiser), rt)
-        opt, sched = make_optimizer(params, cfg.optim)
+        opt, sched = make_optimizer(params, cfg.optim, cfg.run.steps)
         sparse = sparse_settings(system, cfg.sparse)
+        ema = {k: v.clone() for k, v in trainable_state(model).items()} if cfg.ema > 0 else {}
 
-        start, _ = resume_run(out_dir, cfg, ("model", "lora"), {"denoiser": model}, {"opt": opt}, [sched], rt)
+        start, tensors = resume_run(out_dir, cfg, ("model", "lora"), {"denoiser": model}, {"opt": opt}, [sched], rt)
+        for k in ema:
+            if f"ema/{k}" in tensors:
+                ema[k].copy_(tensors[f"ema/{k}"])
         logger = MetricLogger(out_dir, rt, cfg.run.tensorboard, cfg.run.steps)
         history: list[float] = []
         cache = SampleCache(cfg.data.cache)
@@ -136,6 +148,8 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
+            if ema:
+                ema_update(ema, model, cfg.ema)
             loss = float(all_mean(torch.tensor(totals["loss"]), rt))
             history.append(loss)
             done = step + 1
@@ -143,10 +157,11 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
                 logger.log(done, {"train/loss": loss, "train/grad_norm": float(grad_norm),
                                   "train/lr": sched.get_last_lr()[0], "train/sigma": totals["sigma"]})
             if rt.is_main and (done % cfg.run.save_every == 0 or done == cfg.run.steps):
-                save_checkpoint(out_dir, done, {"denoiser": trainable_state(model)}, {"opt": opt},
-                                {"config": to_dict(cfg)}, cfg.run.keep_checkpoints)
+                parts = {"denoiser": trainable_state(model), **({"ema": ema} if ema else {})}
+                save_checkpoint(out_dir, done, parts, {"opt": opt}, {"config": to_dict(cfg)},
+                                cfg.run.keep_checkpoints)
         logger.close()
-        exported = export_teacher(system, model, cfg, sparse) if rt.is_main else {}
+        exported = export_teacher(system, model, cfg, sparse, ema) if rt.is_main else {}
         return {"step": cfg.run.steps, "start": start, "losses": history, "exported": exported}
     finally:
         if own_rt:

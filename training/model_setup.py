@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,24 @@ def make_trainable(denoiser: PoseWanTransformer, lora: LoraConfig) -> list[nn.Pa
     return [p for p in denoiser.parameters() if p.requires_grad]
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW and its linear warm-up schedule."""
+def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """The learning-rate multiplier after ``step`` optimizer steps: linear warm-up, then constant or cosine."""
+    warm = max(0, int(cfg.warmup_steps))
+    if warm and step < warm:
+        return (step + 1) / warm
+    if cfg.decay == "cosine" and total_steps > warm:
+        progress = min(1.0, (step - warm) / (total_steps - warm))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig, total_steps: int = 0
+                   ) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW and its schedule (``total_steps``: the run's length, for the cosine decay)."""
     if not params:
         raise ValueError("nothing to train: the config freezes every weight")
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    warm = max(0, int(cfg.warmup_steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, total_steps))
     return opt, sched
 
 

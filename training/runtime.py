@@ -129,8 +129,18 @@ def clip_stream(dataset: Any, start: int, steps: int, grad_accum: int, rt: Runti
                            persistent_workers=False, prefetch_factor=2))
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> "bf16" on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else "fp32"."""
+    if precision != "auto":
+        return precision
+    from iasa_core.node_support import fast_bf16
+
+    return "bf16" if fast_bf16(device) else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast when asked (weights stay fp32), otherwise nothing."""
+    """bf16 autocast when asked (weights stay fp32), otherwise nothing ("auto": see ``resolve_precision``)."""
+    precision = resolve_precision(precision, device)
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision != "fp32":
@@ -185,6 +195,14 @@ class MetricLogger:
 # -- checkpoints -------------------------------------------------------------------------------------------
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * current, over the trained weights."""
+    for name, p in unwrap(model).named_parameters():
+        if name in ema:
+            ema[name].mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,27 @@ import torch
 from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file, save_file
 
+from iasa_core.bench.vae import heldout_videos, roundtrip_psnr
 from iasa_core.model.presets import get_preset
 from iasa_core.model.vae_codec import decode_latents, encode_moments
 from training.data import ClipDataset
+from training.runtime import (
+    autocast,
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    resolve_precision,
+    sample_generator,
+    save_checkpoint,
+    trainable_state,
+)
 
 EMBEDDED_VAE = get_preset("cpu-small").vae  # the embedded models' VAE architecture (one definition: the preset)
 
 
 @dataclass
 class VaeTrainConfig:
-    """Everything a VAE run depends on (written next to the weights)."""
+    """Everything a VAE run depends on (written next to the weights; a resume must use the same values)."""
 
     data: str
     out: str
@@ -42,31 +53,53 @@ class VaeTrainConfig:
     batch: int = 8
     window_latents: int = 2        # windows of 1 + 4 * (window_latents - 1) frames
     crop: int = 64                 # random square crops (the VAE is convolutional; 4x cheaper steps than 128)
+    # Every long_every-th step trains long windows instead (0: never): the encoder's steady state, with its
+    # causal caches full of real frames, is only reached after a few latent frames; short windows never see it
+    # and long videos then drift in colour.
+    long_every: int = 0
+    long_window_latents: int = 21
+    long_crop: int = 32
+    long_batch: int = 2
     lr: float = 3e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.0      # the cosine decays to lr * min_lr_ratio
     kl_weight: float = 1e-6
     sample_noise: float = 0.05     # scale of the posterior sample's noise during training
     mse_weight: float = 1.0
     l1_weight: float = 0.1         # L1 alone pulls flat-background frames to their median and stalls early
+    precision: str = "auto"        # auto (bf16 where the CPU/GPU runs it fast) | bf16 | fp32; weights stay fp32
     seed: int = 0
     log_every: int = 25
+    save_every: int = 500          # checkpoints for resuming (the newest ``keep`` are kept)
+    keep: int = 2
+    eval_every: int = 0            # held-out check every N steps (0: only at the end when eval_clips > 0)
+    eval_clips: int = 0            # exact 81-frame clips of a world seed the data does not use
+    eval_seed: int = 31337
     stats_clips: int = 32          # clips encoded to measure the latent statistics
     init: str | None = None        # start from this vae.safetensors (e.g. a second stage with longer windows)
 
 
-def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator) -> torch.Tensor:
-    """A batch of random causal windows (B, 3, 1 + 4n, crop, crop) in [-1, 1]."""
-    length = 4 * (cfg.window_latents - 1) + 1
+def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, long: bool = False) -> torch.Tensor:
+    """A batch of random causal windows (B, 3, 1 + 4n, crop, crop) in [-1, 1] (``long``: the long-window kind)."""
+    latents, crop, batch = (cfg.long_window_latents, cfg.long_crop, cfg.long_batch) if long else \
+        (cfg.window_latents, cfg.crop, cfg.batch)
+    length = 4 * (latents - 1) + 1
     out = []
-    for _ in range(cfg.batch):
+    for _ in range(batch):
         clip = dataset[int(torch.randint(len(dataset), (1,), generator=g))]["frames"]
         start = int(torch.randint(max(1, clip.shape[0] - length + 1), (1,), generator=g))
         h, w = clip.shape[1:3]
-        size = min(cfg.crop or h, h, w) // 16 * 16
+        size = min(crop or h, h, w) // 16 * 16
         y0 = int(torch.randint(h - size + 1, (1,), generator=g))
         x0 = int(torch.randint(w - size + 1, (1,), generator=g))
         x = clip[start:start + length, y0:y0 + size, x0:x0 + size].permute(3, 0, 1, 2).float() / 127.5 - 1.0
         out.append(x)
     return torch.stack(out)
+
+
+def is_long_step(cfg: VaeTrainConfig, step: int) -> bool:
+    """Whether 1-based ``step`` trains the long windows."""
+    return cfg.long_every > 0 and step % cfg.long_every == 0
 
 
 def latent_stats(vae: AutoencoderKLWan, dataset: ClipDataset, clips: int) -> tuple[list[float], list[float]]:
@@ -110,10 +143,11 @@ def load_vae(path: str | Path) -> tuple[AutoencoderKLWan, dict[str, Any]]:
 
 
 def train_vae(cfg: VaeTrainConfig) -> Path:
-    """Run the training; returns the path of ``vae.safetensors``."""
+    """Run the training (resuming from the newest checkpoint in ``cfg.out``); returns ``vae.safetensors``."""
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    precision = resolve_precision(cfg.precision, torch.device("cpu"))
     dataset = ClipDataset(cfg.data)
     if cfg.init:
         vae, init_config = load_vae(cfg.init)
@@ -121,22 +155,37 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
         vae.train()
     else:
         vae = AutoencoderKLWan(**cfg.vae).train()
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    floor = cfg.min_lr_ratio
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    g = torch.Generator().manual_seed(cfg.seed)
+        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
+        * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))))
+    start = 0
+    resume = latest_checkpoint(out)
+    if resume is not None:
+        state = read_checkpoint_state(resume)
+        if state.get("config") != asdict(cfg):
+            raise ValueError(f"{resume} was trained with other settings ({state.get('config')}); resume with the "
+                             f"same options or use a new --out")
+        load_checkpoint(resume, {"vae": vae}, {"vae": opt})
+        start = int(state["step"])
+        sched.last_epoch = start
+        print(f"resuming from {resume} (step {start})", flush=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    eval_clips = heldout_videos(cfg.eval_clips, seed=cfg.eval_seed) if cfg.eval_clips > 0 else []
     log = (out / "metrics.jsonl").open("a")
     t0 = time.perf_counter()
-    for step in range(1, cfg.steps + 1):
-        x = _windows(dataset, cfg, g)
-        moments = encode_moments(vae, x)
-        mean, logvar = moments.chunk(2, dim=1)
-        logvar = logvar.clamp(-30.0, 20.0)
-        # Near-deterministic: the DiT is trained on the posterior's mode, and a unit-variance sample at the start
-        # of training drowns the tiny encoder's signal (the decoder then learns to ignore z and stalls).
-        z = mean + cfg.sample_noise * torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
-        rec = decode_latents(vae, z, clamp=False)
+    for step in range(start + 1, cfg.steps + 1):
+        g = sample_generator(cfg.seed, step)  # a function of the step alone: a resumed run draws the same batches
+        x = _windows(dataset, cfg, g, long=is_long_step(cfg, step))
+        with autocast(torch.device("cpu"), precision):
+            moments = encode_moments(vae, x).float()
+            mean, logvar = moments.chunk(2, dim=1)
+            logvar = logvar.clamp(-30.0, 20.0)
+            # Near-deterministic: the DiT is trained on the posterior's mode, and a unit-variance sample at the
+            # start of training drowns the tiny encoder's signal (the decoder then learns to ignore z and stalls).
+            z = mean + cfg.sample_noise * torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
+            rec = decode_latents(vae, z, clamp=False).float()
         l1 = (rec - x).abs().mean()
         mse = ((rec - x) ** 2).mean()
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).mean()
@@ -146,15 +195,26 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
+        row: dict[str, Any] = {}
         if step % cfg.log_every == 0 or step == cfg.steps:
             psnr = float(10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10)))
             row = {"step": step, "loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr,
-                   "kl": float(kl.detach()),
+                   "kl": float(kl.detach()), "lr": sched.get_last_lr()[0], "long": is_long_step(cfg, step),
                    "seconds": round(time.perf_counter() - t0, 1)}
+        if eval_clips and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            vae.eval()
+            held = roundtrip_psnr(vae, eval_clips, precision=precision)
+            vae.train()
+            row = {**(row or {"step": step}), **{f"eval_{k}": v for k, v in held.items()}}
+        if row:
             log.write(json.dumps(row) + "\n")
             log.flush()
-            print(f"step {step}/{cfg.steps} loss {row['loss']:.4f} psnr {psnr:.2f} dB kl {row['kl']:.1f} "
-                  f"({row['seconds']} s)", flush=True)
+            text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                            if k != "eval_psnr_per_latent")
+            print(f"[{step}/{cfg.steps}] {text}", flush=True)
+        if step % cfg.save_every == 0 and step < cfg.steps:
+            save_checkpoint(out, step, {"vae": trainable_state(vae)}, {"vae": opt}, {"config": asdict(cfg)},
+                            cfg.keep)
     log.close()
     vae.eval()
     lat_mean, lat_std = latent_stats(vae, dataset, cfg.stats_clips)
@@ -166,30 +226,32 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI."""
+    """CLI: every VaeTrainConfig field is a flag (--window-latents 2, --long-every 4, ...)."""
     p = argparse.ArgumentParser(prog="python -m training.train_vae", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="prepared dataset folder (python -m training.prepare)")
-    p.add_argument("--out", required=True, help="run folder; vae.safetensors is written there")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=64, help="random crop side in pixels (0: whole frames)")
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--window-latents", type=int, default=2,
-                   help="training windows of 1 + 4 (N - 1) frames (default 2: 5 frames); longer windows teach the "
-                        "causal caches of long videos")
-    p.add_argument("--init", help="start from this vae.safetensors instead of random weights")
+    p.add_argument("--out", required=True, help="run folder; vae.safetensors is written there; an interrupted "
+                                                "run continues from its newest checkpoint when started again")
     p.add_argument("--vae", default=json.dumps(EMBEDDED_VAE), help="AutoencoderKLWan config as JSON")
-    args = p.parse_args(argv)
+    defaults = VaeTrainConfig(data="", out="")
+    for f in fields(VaeTrainConfig):
+        if f.name in ("data", "out", "vae"):
+            continue
+        value = getattr(defaults, f.name)
+        kind = str if value is None else type(value)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=value,
+                       help=f"default {value}" + (" (start from this vae.safetensors)" if f.name == "init" else ""))
+    args = vars(p.parse_args(argv))
     try:
-        vae_cfg = json.loads(args.vae)
+        vae_cfg = json.loads(args.pop("vae"))
     except json.JSONDecodeError as exc:
         print(f"error: --vae must be a JSON object: {exc}", file=sys.stderr)
         return 2
-    train_vae(VaeTrainConfig(data=args.data, out=args.out, vae=vae_cfg, steps=args.steps, batch=args.batch,
-                             crop=args.crop, lr=args.lr, seed=args.seed, window_latents=args.window_latents,
-                             init=args.init))
+    try:
+        train_vae(VaeTrainConfig(vae=vae_cfg, **args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -95,11 +95,11 @@ def lip_sync(output: np.ndarray, target: np.ndarray, keypoints: np.ndarray) -> f
 
 
 def video_metrics(output: np.ndarray, target: np.ndarray, keypoints: np.ndarray) -> dict[str, float]:
-    """PSNR, SSIM, face PSNR, hand PSNR and the lip-sync proxy of one video."""
+    """PSNR (whole video and first frame), SSIM, face PSNR, hand PSNR and the lip-sync proxy of one video."""
     _check_pair(output, target)
     if len(keypoints) != len(output):
         raise ValueError(f"{len(keypoints)} keypoint frames for {len(output)} video frames")
     masks = region_masks(keypoints, output.shape[1], output.shape[2])
-    return {"psnr": psnr(output, target), "ssim": ssim(output, target),
+    return {"psnr": psnr(output, target), "first_psnr": psnr(output[:1], target[:1]), "ssim": ssim(output, target),
             "face_psnr": psnr(output, target, masks["face"]), "hand_psnr": psnr(output, target, masks["hands"]),
             "lip_sync": lip_sync(output, target, keypoints)}

@@ -34,8 +34,10 @@ class ModelCase:
     image_tokens: int = 257
 
 
-# ~8k tokens (21 x 16 x 24) on a 12 x 64-head, 2-layer model: sized for 2 CPU cores.
-CPU_CASES = (ModelCase("bench-cpu-256x384x81", "bench-cpu", 256, 384, 81, "float32"),)
+# ~8k tokens (21 x 16 x 24) on a 12 x 64-head, 2-layer model: sized for 2 CPU cores; fp32 and, on CPUs with
+# native bf16 (AMX / AVX512-BF16), bf16 side by side.
+CPU_CASES = (ModelCase("bench-cpu-256x384x81", "bench-cpu", 256, 384, 81, "float32"),
+             ModelCase("bench-cpu-256x384x81-bf16", "bench-cpu", 256, 384, 81, "bfloat16"))
 CUDA_CASES = (
     ModelCase("wan14b-512x512x81", "wan2.1-i2v-14b", 512, 512, 81, "bfloat16"),
     ModelCase("wan14b-480x832x81", "wan2.1-i2v-14b", 480, 832, 81, "bfloat16"),
@@ -128,11 +130,23 @@ def run_model_case(case: ModelCase, device: torch.device, top_k: int = 2, mode: 
 def bench_model(device: str | None = None, top_k: int = 2, mode: str = "exact", repeats: int = 2,
                 cases: tuple[ModelCase, ...] | None = None, backend: str = "auto", log=print) -> dict:
     """The CPU case (or the 14B CUDA cases on a GPU); returns all results."""
+    from ..node_support import fast_bf16
+
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if cases is None:
         cases = CUDA_CASES if dev.type == "cuda" else CPU_CASES
+        if dev.type == "cpu" and not fast_bf16(dev):
+            log("this CPU has no native bf16 (AMX / AVX512-BF16): the bf16 case is skipped (emulated, slower)")
+            cases = tuple(c for c in cases if c.dtype != "bfloat16")
     log(f"torch {torch.__version__}, device {dev}, {torch.get_num_threads()} CPU threads")
     t0 = time.perf_counter()
     results = [run_model_case(c, dev, top_k, mode, repeats, backend, log=log) for c in cases]
-    return {"torch": torch.__version__, "device": str(dev), "seconds": time.perf_counter() - t0,
-            "results": results}
+    out = {"torch": torch.__version__, "device": str(dev), "seconds": time.perf_counter() - t0, "results": results}
+    by_dtype = {r["case"]["dtype"]: r for r in results if r["case"]["preset"] == results[0]["case"]["preset"]}
+    if {"float32", "bfloat16"} <= set(by_dtype):
+        fp32, bf16 = by_dtype["float32"], by_dtype["bfloat16"]
+        out["bf16_speedup"] = {"dense_step": fp32["dense_step_s"] / bf16["dense_step_s"],
+                               "iasa_step": fp32["iasa_step_s"] / bf16["iasa_step_s"]}
+        log(f"bf16 vs fp32, same run: dense step {out['bf16_speedup']['dense_step']:.2f}x, IASA step "
+            f"{out['bf16_speedup']['iasa_step']:.2f}x")
+    return out

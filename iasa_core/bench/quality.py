@@ -26,15 +26,19 @@ class QualityRow:
     """One line of the table: which model, which sampler, which attention."""
 
     name: str
-    model: str     # an embedded model name or a model file
-    sampler: str   # "teacher" (many Euler steps + CFG) or "student" (few steps)
+    model: str     # an embedded model name or a model file; "" for the copy-the-reference floor
+    sampler: str   # "teacher" (many Euler steps + CFG), "student" (few steps) or "copy" (no model)
     sparse: bool
     local: bool = True
 
 
+COPY_ROW = QualityRow("copy the reference frame (floor)", "", "copy", sparse=False)
+
+
 def default_rows() -> list[QualityRow]:
-    """The paper's Table 2 rows, on the embedded teacher and students."""
+    """The floor (the reference repeated: a model that does not move), then the paper's Table 2 rows."""
     return [
+        COPY_ROW,
         QualityRow("teacher, many-step, dense", "embedded-teacher", "teacher", sparse=False),
         QualityRow("+ global mask", "embedded-teacher", "teacher", sparse=True, local=False),
         QualityRow("+ local mask (IASA)", "embedded-teacher", "teacher", sparse=True, local=True),
@@ -51,14 +55,30 @@ def heldout_clips(count: int, seconds: float, size: int = 128, seed: int = HELDO
             for i in range(count)]
 
 
+def copy_row(clips: list[Any]) -> dict[str, Any]:
+    """The floor every model must beat: each clip's first frame repeated for its whole length."""
+    from .metrics import video_metrics
+
+    metrics = [video_metrics(np.repeat(c.frames[:1], len(c.frames), axis=0), c.frames, c.poses.keypoints)
+               for c in clips]
+    out: dict[str, Any] = {"row": asdict(COPY_ROW), "frames": sum(len(c.frames) for c in clips), "seconds": 0.0,
+                           "fps": float("nan"), "denoiser_steps": 0, "timings_s": {}}
+    for key in metrics[0]:
+        out[key] = float(np.nanmean([m[key] for m in metrics]))
+    return out
+
+
 def evaluate_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None = None, device: str = "cpu",
-                 seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+                 dtype: torch.dtype | None = None, seed: int = 0, log: Callable[[str], None] = print
+                 ) -> dict[str, Any]:
     """Generate every clip with one row's setting; metrics averaged over clips, FPS over all frames."""
     from ..model.loading import load_model
     from ..pipeline import GenerateOptions, generate_video
     from .metrics import video_metrics
 
-    system = load_model(row.model).to(device)
+    if row.sampler == "copy":
+        return copy_row(clips)
+    system = load_model(row.model).to(device, dtype)
     metrics: list[dict[str, float]] = []
     frames_total, seconds_total = 0, 0.0
     timings: dict[str, float] = {}
@@ -88,32 +108,40 @@ def evaluate_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None
 
 def bench_quality(clips: int = 2, seconds: float = 5.0, *, rows: list[QualityRow] | None = None,
                   teacher_steps: int | None = None, seed: int = HELDOUT_SEED, device: str | None = None,
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the table; returns its rows plus the settings and machine, ready to print or write as JSON."""
+                  dtype: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the table; returns its rows plus the settings and machine, ready to print or write as JSON.
+
+    Speed-ups are against the first row that runs a model (the floor runs none)."""
+    from ..node_support import pick_dtype
+
     if clips < 1 or seconds <= 0:
         raise ValueError(f"bench quality needs at least 1 clip and seconds > 0; got {clips} and {seconds}")
     device = device or "cpu"
+    torch_dtype = pick_dtype(dtype, device)
     t0 = time.perf_counter()
     data = heldout_clips(clips, seconds, seed=seed)
     log(f"{clips} held-out clips of {seconds:g} s (world seed {seed}) made in {time.perf_counter() - t0:.1f} s")
     results = []
     for row in rows or default_rows():
         log(f"{row.name} ({row.model}, {row.sampler}, {'sparse' if row.sparse else 'dense'})")
-        results.append(evaluate_row(row, data, teacher_steps=teacher_steps, device=device, log=log))
-    first = results[0]
+        results.append(evaluate_row(row, data, teacher_steps=teacher_steps, device=device, dtype=torch_dtype,
+                                    log=log))
+    first = next((r for r in results if r["row"]["sampler"] != "copy"), results[0])
     for r in results:
         r["speedup_vs_first"] = r["fps"] / first["fps"] if first["fps"] > 0 else float("nan")
         r["psnr_vs_first_db"] = r["psnr"] - first["psnr"]
-    return {"clips": clips, "seconds": seconds, "seed": seed, "device": device,
+    return {"clips": clips, "seconds": seconds, "seed": seed, "device": device, "dtype": str(torch_dtype),
             "threads": torch.get_num_threads(), "rows": results}
 
 
 def format_table(result: dict[str, Any]) -> str:
     """The result as a Markdown table (what the README shows)."""
-    head = ("| Method | FPS | speed-up | PSNR | SSIM | face PSNR | hand PSNR | lip-sync r |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| Method | FPS | speed-up | PSNR | first-frame PSNR | SSIM | face PSNR | hand PSNR | lip-sync r |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in result["rows"]:
-        lines.append(f"| {r['row']['name']} | {r['fps']:.1f} | {r['speedup_vs_first']:.1f}x | {r['psnr']:.2f} | "
+        fps, speed = ("-", "-") if r["row"]["sampler"] == "copy" else (f"{r['fps']:.1f}",
+                                                                       f"{r['speedup_vs_first']:.1f}x")
+        lines.append(f"| {r['row']['name']} | {fps} | {speed} | {r['psnr']:.2f} | {r['first_psnr']:.2f} | "
                      f"{r['ssim']:.3f} | {r['face_psnr']:.2f} | {r['hand_psnr']:.2f} | {r['lip_sync']:.3f} |")
     return "\n".join(lines)

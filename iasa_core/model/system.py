@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,10 +134,18 @@ class PoseWanSystem:
         std = torch.tensor(self.vae.config.latents_std, device=like.device, dtype=like.dtype).view(1, -1, 1, 1, 1)
         return mean, std
 
+    def vae_autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the float32 VAE on a CPU when the denoiser runs in bf16 (2-3x quicker there)."""
+        vp = next(self.vae.parameters())
+        if vp.device.type == "cpu" and vp.dtype == torch.float32 and self.dtype == torch.bfloat16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Pixels (B, 3, T, H, W) in [-1, 1] -> normalised latents (B, z, F, h, w) (the VAE's mode)."""
         vp = next(self.vae.parameters())
-        latents = encode_posterior(self.vae, video.to(vp.device, vp.dtype)).mode()
+        with self.vae_autocast():
+            latents = encode_posterior(self.vae, video.to(vp.device, vp.dtype)).mode().to(vp.dtype)
         mean, std = self._latent_stats(latents)
         return (latents - mean) / std
 
@@ -145,7 +154,8 @@ class PoseWanSystem:
         vp = next(self.vae.parameters())
         x = latents.to(vp.device, vp.dtype)
         mean, std = self._latent_stats(x)
-        return decode_latents(self.vae, x * std + mean)
+        with self.vae_autocast():
+            return decode_latents(self.vae, x * std + mean).to(vp.dtype)
 
     def image_condition(self, image: np.ndarray, num_frames: int) -> torch.Tensor:
         """I2V condition y (1, 4 + z, F, h, w): a first-frame mask over the latents of [image, black, ...]."""

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of videos with random gestures instead of speech-driven arm motion")
     parser.add_argument("--supersample", type=int, default=DEFAULT_SUPERSAMPLE,
                         help="anti-aliasing factor of the renderer")
+    parser.add_argument("--lossy", action="store_true",
+                        help="write ordinary lossy mp4 (any player shows it) instead of the exact frames (lossless "
+                             "RGB H.264, for training)")
     args = parser.parse_args(argv)
     engine = args.engine
     if engine == "auto":
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         records = make_world(args.out, args.videos, args.seconds, args.size, args.fps, args.seed,
                              engine=engine, gesture_fraction=args.gesture_fraction,
-                             supersample=args.supersample, progress=progress)
+                             supersample=args.supersample, progress=progress, lossless=not args.lossy)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

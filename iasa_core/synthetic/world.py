@@ -8,8 +8,8 @@ Layout written by :func:`make_world` (what ``python -m training.prepare --videos
     DIR/world.json            settings and, per sample, its style, motion kind and voice
 
 Sample i depends only on (seed, i), so a larger world starts with the samples of a smaller one.
-The mp4 is lossy; :func:`ground_truth` (or :func:`sample_ground_truth`) redraws the exact frames
-from the keypoints and the style, for exact quality measurement.
+The mp4 holds the exact frames by default (lossless RGB H.264; ``lossless=False`` writes a playable lossy
+one); :func:`ground_truth` (or :func:`sample_ground_truth`) redraws them from the keypoints and the style.
 """
 
 from __future__ import annotations
@@ -83,8 +83,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 def make_world(out_dir: str | os.PathLike, n_videos: int, seconds: float, size: tuple[int, int] = (128, 128),
                fps: float = 25.0, seed: int = 0, *, engine: str = "auto", gesture_fraction: float = 0.3,
-               supersample: int = DEFAULT_SUPERSAMPLE, progress: ProgressFn | None = None) -> list[dict]:
-    """Write ``n_videos`` talking-character samples under ``out_dir``; return their world.json records."""
+               supersample: int = DEFAULT_SUPERSAMPLE, progress: ProgressFn | None = None,
+               lossless: bool = True) -> list[dict]:
+    """Write ``n_videos`` talking-character samples under ``out_dir``; return their world.json records.
+
+    Samples already there with the same settings are kept (an interrupted run continues where it stopped).
+
+    ``lossless`` (default) stores the exact frames (RGB H.264 at crf 0: training data); False writes ordinary
+    lossy mp4 that any player shows."""
     from iasa_core.media import write_video  # imports torch: only when a world is actually written
 
     H, W = (int(v) for v in size)
@@ -98,15 +104,15 @@ def make_world(out_dir: str | os.PathLike, n_videos: int, seconds: float, size: 
     (root / "keypoints").mkdir(parents=True, exist_ok=True)
     index = {"format": WORLD_FORMAT, "version": WORLD_VERSION, "seed": int(seed), "height": H, "width": W,
              "fps": float(fps), "seconds": float(seconds), "sample_rate": SAMPLE_RATE,
-             "supersample": int(supersample), "samples": []}
-    records: list[dict] = []
-    for i in range(int(n_videos)):
+             "supersample": int(supersample), "lossless": bool(lossless), "samples": []}
+    records: list[dict] = _finished_samples(root, index)
+    for i in range(len(records), int(n_videos)):
         t0 = time.perf_counter()
         sample = make_sample(seed, i, seconds, (H, W), fps, engine=engine, gesture_fraction=gesture_fraction,
                              supersample=supersample)
         style, kind, clip, seq, frames = sample.style, sample.kind, sample.audio, sample.poses, sample.frames
         sid = sample_id(i)
-        write_video(root / "videos" / f"{sid}.mp4", frames, fps, audio=clip)
+        write_video(root / "videos" / f"{sid}.mp4", frames, fps, audio=clip, lossless=lossless)
         seq.save_json(root / "keypoints" / f"{sid}.json")
         rec = {"id": sid, "video": f"videos/{sid}.mp4", "keypoints": f"keypoints/{sid}.json", "kind": kind,
                "audio": clip.source, "frames": len(seq), "style": style.to_dict(),
@@ -119,6 +125,25 @@ def make_world(out_dir: str | os.PathLike, n_videos: int, seconds: float, size: 
     if not records:
         _write_json(root / WORLD_FILE, index)
     return records
+
+
+def _finished_samples(root: Path, index: dict) -> list[dict]:
+    """The records of a world already in ``root`` made with the same settings (an interrupted run resumes)."""
+    path = root / WORLD_FILE
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if any(old.get(k) != v for k, v in index.items() if k != "samples"):
+        return []  # other settings: the world is written anew
+    done = []
+    for rec in old.get("samples", []):
+        if not ((root / rec["video"]).is_file() and (root / rec["keypoints"]).is_file()):
+            break
+        done.append(rec)
+    return done
 
 
 def load_world(out_dir: str | os.PathLike) -> dict:

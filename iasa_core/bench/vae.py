@@ -1,0 +1,66 @@
+"""`python -m iasa_core bench vae`: how well a model's VAE gives back held-out videos, per latent frame.
+
+The VAE bounds every picture the model makes: what it loses, no denoiser can put back. A causal video VAE can
+also drift over time (its caches fill with real frames only after a few latent frames), so the PSNR is
+reported per latent frame (the first stands for one video frame, every other for four), not only overall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..model.vae_codec import decode_latents, encode_moments
+from .quality import HELDOUT_SEED, heldout_clips
+
+
+def heldout_videos(count: int, frames: int = 81, size: int = 128, seed: int = HELDOUT_SEED) -> list[torch.Tensor]:
+    """Exact frames of ``count`` held-out synthetic-world clips as (1, 3, frames, size, size) in [-1, 1]."""
+    if (frames - 1) % 4:
+        raise ValueError(f"frames must be 4n+1 (the VAE's temporal grid); got {frames}")
+    clips = heldout_clips(count, (frames + 2) / 25.0, size=size, seed=seed)
+    return [torch.from_numpy(c.frames[:frames]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0 for c in clips]
+
+
+def _db(mse: torch.Tensor) -> float:
+    return round(float(10 * torch.log10(4.0 / mse.mean().clamp_min(1e-12))), 3)
+
+
+def roundtrip_psnr(vae: Any, videos: list[torch.Tensor], *, precision: str = "fp32") -> dict[str, Any]:
+    """PSNR (dB, pixels in [-1, 1]) of encode (posterior mode) -> decode: overall, per latent frame, first, worst."""
+    if not videos:
+        raise ValueError("roundtrip_psnr needs at least one video")
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    total = None
+    with torch.no_grad(), cast:
+        for x in videos:
+            rec = decode_latents(vae, encode_moments(vae, x).chunk(2, dim=1)[0]).float()
+            err = ((rec - x) ** 2).mean(dim=(0, 1, 3, 4))  # per video frame
+            total = err if total is None else total + err
+    per_frame = total / len(videos)
+    groups = [per_frame[:1]] + [per_frame[1 + 4 * i: 5 + 4 * i] for i in range((len(per_frame) - 1) // 4)]
+    per_latent = [_db(g) for g in groups]
+    return {"psnr": _db(per_frame), "psnr_first": per_latent[0], "psnr_per_latent": per_latent,
+            "psnr_worst_latent": min(per_latent)}
+
+
+def bench_vae(model: str = "embedded", clips: int = 4, frames: int = 81, *, precision: str = "fp32",
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Round-trip PSNR of a model's VAE on held-out clips (the world seed of ``bench quality``)."""
+    from ..model.loading import load_model
+
+    system = load_model(model)
+    videos = heldout_videos(clips, frames)
+    t0 = time.perf_counter()
+    result = roundtrip_psnr(system.vae, videos, precision=precision)
+    seconds = time.perf_counter() - t0
+    log(f"VAE of {system.source}: {clips} held-out clips x {frames} frames, {precision}: PSNR {result['psnr']:.2f} dB,"
+        f" first frame {result['psnr_first']:.2f} dB, worst latent frame {result['psnr_worst_latent']:.2f} dB "
+        f"({seconds:.1f} s)")
+    log("per latent frame: " + " ".join(f"{v:.1f}" for v in result["psnr_per_latent"]))
+    return {"model": model, "source": system.source, "clips": clips, "frames": frames, "precision": precision,
+            "seed": HELDOUT_SEED, "seconds": seconds, **result}
