@@ -76,7 +76,7 @@ def cmd_bench(args) -> int:
         from .bench.quality import bench_quality, format_table
 
         result = bench_quality(clips=args.clips, seconds=args.seconds, teacher_steps=args.teacher_steps,
-                               device=args.device, dtype=args.dtype)
+                               device=args.device, dtype=args.dtype, sheet=args.sheet)
         print(format_table(result))
     elif args.what == "vae":
         import torch
@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
                    help="`quality`, `vae`: auto = bfloat16 on CUDA and on CPUs with native bf16, else float32")
     b.add_argument("--model", default="embedded", help="`vae`: the model whose VAE is measured (default embedded)")
+    b.add_argument("--sheet", help="`quality`: also write a contact sheet PNG per clip (truth and every row's "
+                                   "output at six frames)")
     b.add_argument("--frames", type=int, default=81, help="`vae`: frames per held-out clip, 4n+1 (default 81)")
     b.add_argument("--seconds", type=float, default=5.0, help="`quality`: seconds per clip (default 5)")
     b.add_argument("--teacher-steps", type=int,

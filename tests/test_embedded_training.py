@@ -232,3 +232,23 @@ def test_teacher_exports_its_weight_average(dataset_root, tmp_path):  # noqa: F8
     exported = dict(load_student(result["exported"]["model"]).denoiser.named_parameters())
     for name, value in ema.items():
         assert torch.equal(exported[name.removeprefix("denoiser.")], value), name
+
+
+def test_uncond_dropout_drops_pose_and_image_together(dataset_root, tmp_path):  # noqa: F811
+    from training.batch import PosedDenoiser, prepare_sample
+    from training.config import ModelSpec, from_dict, to_dict
+    from training.data import ClipDataset
+    from training.finetune_teacher import teacher_loss
+    from training.model_setup import load_system
+
+    system = load_system(ModelSpec(spec="tiny"), torch.device("cpu"))
+    sample = prepare_sample(system, ClipDataset(dataset_root)[0], sparse=None)
+    model = PosedDenoiser(system.denoiser)
+    data = to_dict(_teacher_cfg(dataset_root, tmp_path))
+    kept = []
+    for rate in (0.0, 1.0):
+        data["flow"].update(pose_dropout=0.0, image_dropout=0.0, uncond_dropout=rate)
+        cfg = from_dict(type(_teacher_cfg(dataset_root, tmp_path)), data)
+        parts = teacher_loss(model, sample, torch.Generator().manual_seed(0), cfg, torch.device("cpu"), backward=False)
+        kept.append((parts["keep_pose"], parts["keep_image"]))
+    assert kept == [(1.0, 1.0), (0.0, 0.0)]

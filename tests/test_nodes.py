@@ -462,8 +462,11 @@ def tiny_model(nodes):
 
 def test_model_loader_tiny_preset(tiny_model):
     system = tiny_model["system"]
-    assert tiny_model["device"] == "cpu" and tiny_model["dtype"] == "float32"
-    assert system.device.type == "cpu" and system.dtype == torch.float32 and "random" in system.source
+    from iasa_core.node_support import pick_dtype
+
+    expected = pick_dtype("auto", "cpu")  # bfloat16 on CPUs with native bf16, else float32
+    assert tiny_model["device"] == "cpu" and tiny_model["dtype"] == str(expected).replace("torch.", "")
+    assert system.device.type == "cpu" and system.dtype == expected and "random" in system.source
 
 
 def test_model_loader_missing_files_name_the_file_and_the_folder(nodes, folders):

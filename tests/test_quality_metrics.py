@@ -84,7 +84,8 @@ def test_video_metrics_checks_shapes():
     x = _frames(0, t=2, h=32, w=32)
     kp = synthetic_keypoints(2, 32, 32, seed=0)
     out = M.video_metrics(x, x, kp)
-    assert set(out) == {"psnr", "ssim", "face_psnr", "hand_psnr", "lip_sync"}
+    assert set(out) == {"psnr", "first_psnr", "ssim", "face_psnr", "hand_psnr", "lip_sync"}
+    assert out["first_psnr"] == M.psnr(x[:1], x[:1])
     with pytest.raises(ValueError, match="same shape"):
         M.psnr(x, x[:1])
     with pytest.raises(ValueError, match="keypoint frames"):

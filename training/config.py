@@ -132,6 +132,9 @@ class FlowConfig:
     shift: float = 5.0
     pose_dropout: float = 0.05   # UniAnimate's rates
     image_dropout: float = 0.1
+    # Both dropped at once: CFG's unconditional input. Independent draws above give it only
+    # pose_dropout * image_dropout of the samples (0.5 %), too few to learn it on a small budget.
+    uncond_dropout: float = 0.0
 
 
 @dataclass

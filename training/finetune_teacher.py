@@ -67,6 +67,9 @@ def teacher_loss(model: torch.nn.Module, sample: TrainSample, gen: torch.Generat
     sigma = sample_sigma(draws[0:1], cfg.flow.shift).to(device)
     keep_pose = (draws[1:2] >= cfg.flow.pose_dropout).float().to(device)
     keep_image = (draws[2:3] >= cfg.flow.image_dropout).float().to(device)
+    if cfg.flow.uncond_dropout > 0:  # an extra draw only then, so runs without it keep their random streams
+        keep = (torch.rand(1, generator=gen) >= cfg.flow.uncond_dropout).float().to(device)
+        keep_pose, keep_image = keep_pose * keep, keep_image * keep
     x0 = sample.latents
     noise = torch.randn(x0.shape, generator=gen).to(device)
     x_t = add_noise(x0, noise, sigma)

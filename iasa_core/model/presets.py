@@ -79,16 +79,18 @@ PRESETS: dict[str, PoseWanConfig] = {
                        "hidden_act": "gelu", "layer_norm_eps": 1e-5},
     ),
     # The embedded default's architecture (trained on the synthetic world, shipped in iasa_core/weights).
-    # VAE: 4 base channels, num_res_blocks 1 so the full-resolution decoder stage stays cheap; DiT 6 x 32 heads.
+    # VAE: 8 base channels at full resolution (cheap to decode), widening to 64 at 1/8 where the shapes are
+    # decided; num_res_blocks 1. DiT 6 x 32 heads. Pose encoder 8 channels wide (4 could not carry the face and
+    # fingers through its 16-pixel patches).
     "cpu-small": PoseWanConfig(
         "cpu-small", _wan_transformer(heads=6, layers=6, ffn=768, head_dim=32, text_dim=16, image_dim=32,
                                      freq_dim=64),
-        vae={"base_dim": 4, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 1,
+        vae={"base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 4, 8], "num_res_blocks": 1,
              "temperal_downsample": [False, True, True]},
         image_encoder={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                        "num_attention_heads": 2, "image_size": 56, "patch_size": 14, "projection_dim": 32,
                        "hidden_act": "gelu", "layer_norm_eps": 1e-5},
-        pose_hidden=4,
+        pose_hidden=8,
     ),
     # CPU benchmark size: wide enough that attention dominates at ~8k tokens, two layers to stay quick.
     "bench-cpu": PoseWanConfig("bench-cpu", _wan_transformer(heads=12, layers=2, ffn=1536, head_dim=64,

@@ -5,22 +5,25 @@ set -euo pipefail
 W=${W:-runs/embedded}
 export PYTHONPATH=${PYTHONPATH:-.}
 
-# 1. The synthetic world (seed 7) and its training clips: 96 speakers x 3.4 s at 128x128, one 81-frame clip each.
-[ -f "$W/world/world.json" ] || python -m iasa_core.synthetic --out "$W/world" --videos 96 --seconds 3.4 \
-    --size 128 --fps 25 --seed 7 --engine synthetic
+# 1. The synthetic world (seed 7) and its training clips: 1000 speakers x 3.4 s at 128x128, one 81-frame clip each,
+#    stored losslessly (a lossy mp4 would cap every model near 33 dB). Both steps continue where they stopped.
+python -m iasa_core.synthetic --out "$W/world" --videos 1000 --seconds 3.4 --size 128 --fps 25 --seed 7 \
+    --engine synthetic
 python -m training.prepare --videos "$W/world/videos" --keypoints "$W/world/keypoints" --out "$W/dataset" \
     --size 128 --fps 25 --frames 81 --margin 100 --no-progress
 
-# 2. The VAE (diffusers AutoencoderKLWan, 4 base channels): 3000 steps on 5-frame windows, then 700 on 21-frame
-#    windows so the causal caches of long videos are seen (without it, frames after the third latent drift);
-#    then a random DiT (preset cpu-small) around it.
-[ -f "$W/vae/vae.safetensors" ] || python -m training.train_vae --data "$W/dataset" --out "$W/vae" --steps 3000
-[ -f "$W/vae2/vae.safetensors" ] || python -m training.train_vae --data "$W/dataset" --out "$W/vae2" \
-    --init "$W/vae/vae.safetensors" --window-latents 6 --batch 4 --lr 1e-3 --steps 700
-[ -f "$W/init.safetensors" ] || python -m training.init_model --preset cpu-small --vae "$W/vae2/vae.safetensors" \
+# 2. The VAE (diffusers AutoencoderKLWan, preset cpu-small: 8 base channels, 1.9 M parameters), bf16 on CPUs
+#    that have it, residual branches zero-initialised: 5-frame windows of 64x64 crops, every 4th step an
+#    81-frame window (48x48) so the causal caches of long videos are trained; held-out check every 500 steps.
+#    Then a random DiT (preset cpu-small) around it. Interrupted? Run the same command again: it resumes.
+[ -f "$W/vae/vae.safetensors" ] || python -m training.train_vae --data "$W/dataset" --out "$W/vae" --steps 12000 \
+    --lr 1e-3 --warmup-steps 100 --min-lr-ratio 0.05 --long-every 4 --long-window-latents 21 --long-crop 48 \
+    --long-batch 1 --log-every 50 --save-every 250 --eval-every 500 --eval-clips 2
+[ -f "$W/init.safetensors" ] || python -m training.init_model --preset cpu-small --vae "$W/vae/vae.safetensors" \
     --out "$W/init.safetensors"
 
-# 3. The teacher: flow matching, one third of the steps each dense / global mask / full IASA mask.
+# 3. The teacher: flow matching in bf16, one third of the steps each dense / global mask / full IASA mask,
+#    cosine decay, EMA (training/configs/teacher_embedded.yaml). Resumes from its newest checkpoint.
 python -m training.finetune_teacher --config training/configs/teacher_embedded.yaml \
     --set model.spec="$W/init.safetensors" --set data.root="$W/dataset" --set run.output_dir="$W/teacher"
 
