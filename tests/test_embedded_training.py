@@ -114,6 +114,48 @@ def test_sample_cache_reuses_the_frozen_encodings(dataset_root):  # noqa: F811
     assert len(cache) == 0
 
 
+def test_disk_sample_cache_survives_the_process_and_is_keyed_by_the_vae(dataset_root, tmp_path):  # noqa: F811
+    from training.batch import SampleCache, prepare_sample
+    from training.config import ModelSpec
+    from training.data import ClipDataset
+    from training.model_setup import load_system
+
+    system = load_system(ModelSpec(spec="tiny"), torch.device("cpu"))
+    item = ClipDataset(dataset_root)[0]
+    a = prepare_sample(system, item, sparse=None, cache=SampleCache(True, tmp_path, system))
+    files = list(tmp_path.rglob("*.safetensors"))
+    assert len(files) == 1 and not list(tmp_path.rglob("*.part"))
+
+    def no_encoding(v):
+        raise AssertionError("encoded although the disk cache holds the clip")
+
+    original = system.encode
+    system.encode = no_encoding  # a new cache object (a resumed run) reads the file instead of encoding
+    b = prepare_sample(system, item, sparse=None, cache=SampleCache(True, tmp_path, system))
+    system.encode = original
+    assert torch.equal(b.latents, a.latents) and torch.equal(b.condition.y, a.condition.y)
+    assert torch.equal(b.condition.text, a.condition.text) and torch.equal(b.pose_video, a.pose_video)
+    assert (b.condition.image is None) == (a.condition.image is None)
+    if a.condition.image is not None:
+        assert torch.equal(b.condition.image, a.condition.image)
+
+    files[0].write_bytes(b"torn")  # a half-written or foreign file is encoded again, not trusted
+    c = prepare_sample(system, item, sparse=None, cache=SampleCache(True, tmp_path, system))
+    assert torch.equal(c.latents, a.latents)
+
+    with torch.no_grad():  # another VAE: another folder, so its latents are never mixed up with these
+        next(system.vae.parameters()).add_(0.01)
+    prepare_sample(system, item, sparse=None, cache=SampleCache(True, tmp_path, system))
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+    with pytest.raises(ValueError, match="needs the system"):
+        SampleCache(True, tmp_path)
+    # bf16 encodings (CPUs with AMX) go to their own folder and come back as float32, close to the fp32 ones
+    d = prepare_sample(system, item, sparse=None, cache=SampleCache(True, tmp_path, system, encode_bf16=True),
+                       encode_bf16=True)
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith("-bf16")]) == 1
+    assert d.latents.dtype == torch.float32 and d.condition.y.dtype == torch.float32
+
+
 def test_attention_mix_draws_dense_global_and_local_by_sample():
     cfg = SparseConfig(dense_fraction=0.3, global_fraction=0.3)
     sparse = {"top_k": 2, "block_size": 16}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from iasa_core.pipeline import plan_options
 from iasa_core.pose.render import RenderStyle, render_poses_tensor
 from iasa_core.sparse.grid import SPATIAL_STRIDE
 from iasa_core.sparse.plan import SparsePlan, build_plan
+
+from .sample_cache import SampleCache
 
 
 @dataclass
@@ -43,37 +46,14 @@ def check_clip(frames: torch.Tensor, keypoints: torch.Tensor, clip_id: str) -> N
         raise ValueError(f"clip {clip_id}: {keypoints.shape[0]} keypoint frames for {t} video frames")
 
 
-class SampleCache:
-    """What ``prepare_sample`` computes with frozen modules, kept per clip (the VAE/CLIP do not change in training).
-
-    Encoding every clip at every step made CPU runs spend most of their time in the VAE; with the cache each
-    clip is encoded once. Pose images are kept as uint8. ``clear()`` empties it.
-    """
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._items: dict[tuple, tuple] = {}
-
-    def get(self, key: tuple) -> tuple | None:
-        """The cached entry or None."""
-        return self._items.get(key) if self.enabled else None
-
-    def put(self, key: tuple, value: tuple) -> None:
-        """Remember an entry (no-op when disabled)."""
-        if self.enabled:
-            self._items[key] = value
-
-    def clear(self) -> None:
-        """Drop every entry."""
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[str, Any] | None,
-                   ref_index: int = 0, pose_bgr: bool = False, cache: SampleCache | None = None) -> TrainSample:
-    """Encode one clip (``ClipDataset`` item) with the frozen VAE/CLIP and build its sparse plan."""
+                   ref_index: int = 0, pose_bgr: bool = False, cache: SampleCache | None = None,
+                   encode_bf16: bool = False) -> TrainSample:
+    """Encode one clip (``ClipDataset`` item) with the frozen VAE/CLIP and build its sparse plan.
+
+    ``encode_bf16`` runs the frozen encoders under bf16 autocast (3x quicker on CPUs with AMX; bf16 inference
+    encodes its reference image the same way); the results are float32 either way.
+    """
     frames = torch.as_tensor(item["frames"])
     keypoints = torch.as_tensor(item["keypoints"]).float()
     clip_id = str(item.get("clip_id", ""))
@@ -86,12 +66,15 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     key = ("encoded", clip_id, ref_index, pose_bgr)
     hit = cache.get(key) if use_cache else None
     if hit is None:
-        with torch.no_grad():
+        bf16 = torch.autocast(device.type, dtype=torch.bfloat16) if encode_bf16 else contextlib.nullcontext()
+        with torch.no_grad(), bf16:
             latents = system.encode(video).to(device, torch.float32)
             ref_image = np.ascontiguousarray(frames[ref_index].numpy())
             condition = system.condition(ref_image, t)
+        hit = (latents, condition, None)
+    if hit[2] is None:  # pose images are cheap to draw and large to store, so the disk cache leaves them out
         pose_u8 = render_poses_tensor(kp, h, w, RenderStyle(bgr=pose_bgr)).round().clamp(0, 255).to(torch.uint8)
-        hit = (latents, condition, pose_u8)
+        hit = (hit[0], hit[1], pose_u8)
         if use_cache:
             cache.put(key, hit)
     latents, condition, pose_u8 = hit

@@ -39,6 +39,7 @@ class DataConfig:
     ref_frame: str = "first"  # "first": the clip's first frame is the reference image, as at inference
     num_workers: int = 0
     cache: bool = True  # keep each clip's VAE latents, I2V condition, pose images and plan after first use
+    cache_dir: str = ""  # also keep latents + condition on disk here (per VAE), for resumed and later runs
 
 
 @dataclass

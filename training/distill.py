@@ -51,6 +51,7 @@ from .runtime import (
     autocast,
     clip_stream,
     ema_update,
+    resolve_precision,
     resume_run,
     sample_generator,
     sample_index,
@@ -220,12 +221,13 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
         history: dict[str, list[float]] = {"critic": [], "generator": []}
         models = {"generator": unwrap(generator).denoiser, "critic": unwrap(critic).denoiser,
                   "teacher": teacher.denoiser}
-        cache = SampleCache(cfg.data.cache)
+        encode_bf16 = resolve_precision(cfg.run.precision, rt.device) == "bf16"
+        cache = SampleCache(cfg.data.cache, cfg.data.cache_dir or None, system, encode_bf16)
         clips = clip_stream(dataset, start, cfg.run.steps, 1, rt, cfg.run.seed, cfg.data.num_workers)
         last_gen: dict[str, float] = {}
         for step in range(start, cfg.run.steps):
             k = sample_index(step, 0, rt, 1)
-            sample = prepare_sample(system, next(clips), sparse=sparse, cache=cache)
+            sample = prepare_sample(system, next(clips), sparse=sparse, cache=cache, encode_bf16=encode_bf16)
             gen = sample_generator(cfg.run.seed, k)
             scalars: dict[str, float] = {}
             # Backward runs inside the sparse contexts so checkpointed blocks recompute with the same attention.

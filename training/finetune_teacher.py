@@ -42,6 +42,7 @@ from .runtime import (
     clip_stream,
     ema_update,
     no_sync,
+    resolve_precision,
     resume_run,
     sample_generator,
     sample_index,
@@ -133,7 +134,8 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
                 ema[k].copy_(tensors[f"ema/{k}"])
         logger = MetricLogger(out_dir, rt, cfg.run.tensorboard, cfg.run.steps)
         history: list[float] = []
-        cache = SampleCache(cfg.data.cache)
+        encode_bf16 = resolve_precision(cfg.run.precision, rt.device) == "bf16"
+        cache = SampleCache(cfg.data.cache, cfg.data.cache_dir or None, system, encode_bf16)
         clips = clip_stream(dataset, start, cfg.run.steps, cfg.run.grad_accum, rt, cfg.run.seed,
                             cfg.data.num_workers)
         for step in range(start, cfg.run.steps):
@@ -141,7 +143,7 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
             for micro in range(cfg.run.grad_accum):
                 k = sample_index(step, micro, rt, cfg.run.grad_accum)
                 sample = prepare_sample(system, next(clips), sparse=step_sparse(sparse, cfg.sparse, cfg.run.seed, k),
-                                        cache=cache)
+                                        cache=cache, encode_bf16=encode_bf16)
                 gen = sample_generator(cfg.run.seed, k)
                 with no_sync(model, micro < cfg.run.grad_accum - 1):
                     parts = teacher_loss(model, sample, gen, cfg, rt.device, 1.0 / cfg.run.grad_accum)

@@ -25,15 +25,15 @@ python -m training.prepare --videos "$W/world/videos" --keypoints "$W/world/keyp
 # 3. The teacher: flow matching in bf16, one third of the steps each dense / global mask / full IASA mask,
 #    cosine decay, EMA (training/configs/teacher_embedded.yaml). Resumes from its newest checkpoint.
 python -m training.finetune_teacher --config training/configs/teacher_embedded.yaml \
-    --set model.spec="$W/init.safetensors" --set data.root="$W/dataset" --set run.output_dir="$W/teacher"
+    --set model.spec="$W/init.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" --set run.output_dir="$W/teacher"
 
 # 4. Two students from the same teacher, same seed and steps: DMD alone, and DMD + the region loss
 #    (we ran the two side by side, OMP_NUM_THREADS=1 each).
 python -m training.distill --config training/configs/distill_embedded.yaml \
-    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" \
+    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" \
     --set run.output_dir="$W/student_dmd" --set region.weight=0
 python -m training.distill --config training/configs/distill_embedded.yaml \
-    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" \
+    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" \
     --set run.output_dir="$W/student"
 
 # 5. Into the package (float16 storage), then the demo's bundled inputs.
