@@ -241,6 +241,33 @@ def test_vae_training_in_bf16_learns(dataset_root, tmp_path):  # noqa: F811
     assert all(0 < v < 60 for v in last["eval_psnr_per_latent"])
 
 
+def test_decoder_only_fine_tune_keeps_the_latents_and_swaps_into_model_files(vae_file, tmp_path):  # noqa: F811
+    from safetensors.torch import load_file
+
+    from training.init_model import init_model
+    from training.recipes.export_embedded import replace_decoder
+    from training.train_vae import encoder_state, load_vae, train_vae
+
+    data = json.loads((vae_file.parent / "config.json").read_text())["data"]
+    tuned = train_vae(_vae_cfg(data, tmp_path / "dec", init=str(vae_file), decoder_only=True, steps=3))
+    (before, cfg_a), (after, cfg_b) = load_vae(vae_file), load_vae(tuned)
+    enc_a, enc_b = encoder_state(before), encoder_state(after)
+    assert enc_a.keys() == enc_b.keys() and all(torch.equal(enc_a[k], enc_b[k]) for k in enc_a)
+    assert cfg_a["latents_mean"] == cfg_b["latents_mean"] and cfg_a["latents_std"] == cfg_b["latents_std"]
+    a, b = load_file(str(vae_file)), load_file(str(tuned))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))  # the decoder did train
+
+    system = load_student(init_model("tiny", vae_file, tmp_path / "m.safetensors"))
+    replace_decoder(system, tuned)
+    for k, v in system.vae.state_dict().items():
+        assert torch.equal(v, b[k].to(v.dtype)), k
+    other = train_vae(_vae_cfg(data, tmp_path / "other", steps=2))  # a different encoder is refused
+    with pytest.raises(ValueError, match="encoder or latent statistics differ"):
+        replace_decoder(system, other)
+    with pytest.raises(ValueError, match="needs --init"):
+        train_vae(_vae_cfg(data, tmp_path / "x", decoder_only=True))
+
+
 def test_lr_schedule_warms_up_then_decays():
     from training.config import OptimConfig
     from training.model_setup import lr_factor

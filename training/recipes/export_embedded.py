@@ -1,7 +1,10 @@
-"""Copy the trained embedded models into the package (float16 storage, 30 MB at most in total).
+"""Copy the trained embedded models into the package (float16 storage, 40 MB at most in total).
 
     python -m training.recipes.export_embedded --teacher T.safetensors --dmd S_DMD.safetensors \\
-        --student S.safetensors [--out iasa_core/weights]
+        --student S.safetensors [--vae V.safetensors] [--out iasa_core/weights]
+
+``--vae`` puts a VAE whose decoder was fine-tuned afterwards (``train_vae --decoder-only``) into every model; its
+encoder and latent statistics must be those the models were trained with.
 """
 
 from __future__ import annotations
@@ -14,8 +17,23 @@ import torch
 
 from iasa_core.model.checkpoint import load_student, save_student
 from iasa_core.model.embedded import EMBEDDED_MODELS
+from iasa_core.model.system import PoseWanSystem
+from training.train_vae import encoder_state, load_vae
 
-MAX_TOTAL_BYTES = 30 * 1000 * 1000
+MAX_TOTAL_BYTES = 40 * 1000 * 1000
+
+
+def replace_decoder(system: PoseWanSystem, vae_path: str | Path) -> None:
+    """Load ``vae_path``'s weights into ``system.vae`` after checking that the latents cannot change."""
+    vae, config = load_vae(vae_path)
+    mine, theirs = encoder_state(system.vae), encoder_state(vae)
+    same = mine.keys() == theirs.keys() and all(torch.equal(mine[k].float(), theirs[k].float()) for k in mine)
+    stats = all(list(system.vae.config[k]) == list(config[k]) for k in ("latents_mean", "latents_std"))
+    if not (same and stats):
+        raise ValueError(f"{vae_path}: its encoder or latent statistics differ from the model's VAE, so the model's "
+                         "latents would not decode right; fine-tune with `train_vae --init <that VAE> "
+                         "--decoder-only true`")
+    system.vae.load_state_dict({k: v.to(system.vae.dtype) for k, v in vae.state_dict().items()})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,12 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", required=True)
     p.add_argument("--dmd", required=True, help="the student distilled without the region loss")
     p.add_argument("--student", required=True, help="the student distilled with DMD + the region loss")
+    p.add_argument("--vae", help="a decoder-only fine-tune of the models' VAE to put into all three")
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "iasa_core" / "weights"))
     args = p.parse_args(argv)
     sources = {"embedded-teacher": args.teacher, "embedded-dmd": args.dmd, "embedded": args.student}
     total = 0
     for name, src in sources.items():
         system = load_student(src)
+        if args.vae:
+            try:
+                replace_decoder(system, args.vae)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         path = save_student(system, Path(args.out) / EMBEDDED_MODELS[name], storage_dtype=torch.float16)
         size = path.stat().st_size
         total += size
