@@ -302,6 +302,19 @@ def test_teacher_exports_its_weight_average(dataset_root, tmp_path):  # noqa: F8
     for name, value in ema.items():
         assert torch.equal(exported[name.removeprefix("denoiser.")], value), name
 
+    import yaml
+
+    from training.snapshot import (
+        main as snapshot_main,  # a mid-run look writes the same file from the checkpoint
+    )
+
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    assert snapshot_main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "snap.safetensors")]) == 0
+    snap = dict(load_student(tmp_path / "snap.safetensors").denoiser.named_parameters())
+    assert snap.keys() == exported.keys() and all(torch.equal(snap[k], exported[k]) for k in snap)
+    assert snapshot_main(["--config", str(tmp_path / "cfg.yaml"), "--set", f"run.output_dir={tmp_path / 'none'}",
+                          "--out", str(tmp_path / "x.safetensors")]) == 2
+
 
 def test_uncond_dropout_drops_pose_and_image_together(dataset_root, tmp_path):  # noqa: F811
     from training.batch import PosedDenoiser, prepare_sample
