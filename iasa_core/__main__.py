@@ -6,19 +6,32 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one ``error:`` line (exit 2), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print ``error: <prog>: <message>`` and a pointer to --help, then exit 2."""
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
 def _load_poses(args):
+    from . import validate
+    from .pose.cli_poses import load_poses_arg
     from .pose.sequence import PoseSequence
     from .pose.synthetic import synthetic_keypoints
-    from .sparse.grid import parse_size
 
-    size = parse_size(args.size) if args.size else None
+    size = validate.parse_size(args.size, "--size") if args.size else None
+    if args.frames is not None:
+        validate.whole(args.frames, "--frames", low=1)
     if args.synthetic:
         h, w = size or (480, 832)
         frames = args.frames or 81
@@ -26,7 +39,7 @@ def _load_poses(args):
     if not args.poses:
         raise CliError("give --poses POSES.json (a POSE_KEYPOINT list, e.g. from `motion` or DWPose) "
                        "or --synthetic for a generated test sequence")
-    seq = PoseSequence.load_json(args.poses)
+    seq = load_poses_arg(args.poses, "--poses")
     if args.frames:
         if args.frames > len(seq):
             raise CliError(f"--frames {args.frames} but {args.poses} holds {len(seq)} frames")
@@ -36,9 +49,12 @@ def _load_poses(args):
 
 def cmd_mask(args) -> int:
     """Build a sparse plan from poses, print its numbers, optionally write a preview and JSON."""
+    from .output_paths import image_file, output_file, write_text
     from .sparse import build_plan
     from .sparse.preview import plan_preview
 
+    preview = image_file(args.preview, "--preview") if args.preview else None
+    summary = output_file(args.json, "--json", kind="JSON", example="plan.json") if args.json else None
     seq, size = _load_poses(args)
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
     plan = build_plan(seq, size, num_frames=len(seq), top_k=args.top_k, block_size=args.block_size,
@@ -52,17 +68,25 @@ def cmd_mask(args) -> int:
           f"sink_first={s['sink_first']} causal={s['causal']} mode={s['mode']}")
     print(f"density {s['density']:.4f} (block level, {s['nnz_blocks']} blocks, {s['partial_blocks']} partial); "
           f"token density {s['token_density']:.4f}; built in {s['build_seconds'] * 1000:.0f} ms")
-    if args.preview:
-        plan_preview(plan).save(args.preview)
-        print(f"preview written to {args.preview}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(s, indent=1))
-        print(f"plan summary written to {args.json}")
+    if preview:
+        preview.parent.mkdir(parents=True, exist_ok=True)
+        plan_preview(plan).save(preview)
+        print(f"preview written to {preview}")
+    if summary:
+        write_text(summary, json.dumps(s, indent=1))
+        print(f"plan summary written to {summary}")
     return 0
 
 
 def cmd_bench(args) -> int:
     """Benchmarks."""
+    from . import validate
+    from .output_paths import image_file, output_file, write_text
+
+    json_out = output_file(args.json, "--json", kind="JSON", example="bench.json") if args.json else None
+    if args.sheet:
+        image_file(args.sheet, "--sheet")
+    validate.finite(args.seconds, "--seconds", above=0.0)
     if args.what == "attention":
         from .bench.attention import bench_attention
 
@@ -88,26 +112,28 @@ def cmd_bench(args) -> int:
         result = bench_vae(args.model, clips=args.clips, frames=args.frames, precision="bf16" if bf16 else "fp32")
     else:
         raise CliError(f"unknown benchmark {args.what!r}; available: attention, model, quality, vae")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-        print(f"results written to {args.json}")
+    if json_out:
+        write_text(json_out, json.dumps(result, indent=1))
+        print(f"results written to {json_out}")
     return 0
 
 
 def cmd_demo(args) -> int:
     """Speech + image -> talking video on the embedded model, with the time of each stage."""
     from .demo import run_demo
+    from .output_paths import output_file, write_text
 
+    json_out = output_file(args.json, "--json", kind="JSON", example="demo.json") if args.json else None
     result = run_demo(args.audio, args.image, args.out, ref_poses=args.ref_poses, model=args.model, seed=args.seed,
                       side=args.side, models=args.models, download=args.download, dtype=args.dtype)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    if json_out:
+        write_text(json_out, json.dumps(result, indent=1))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    p = argparse.ArgumentParser(prog="python -m iasa_core", description=__doc__)
+    p = OneLineParser(prog="python -m iasa_core", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log which backends are chosen")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -189,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args.func(args)
-    except (CliError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CliError, ValueError, OSError, RuntimeError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Writers clean up their temporary files on the way out; an existing output is left as it was.
+        print(f"error: interrupted (Ctrl-C) during `{args.command}`", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

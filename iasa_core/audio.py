@@ -119,10 +119,18 @@ def load_audio(
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
     allow_silent: bool = False,
     name: str = "audio",
+    limit_name: str | None = "max_seconds",
 ) -> AudioClip:
-    """Load a path, a ComfyUI AUDIO dict or an AudioClip into a checked AudioClip."""
+    """Load a path, a ComfyUI AUDIO dict or an AudioClip into a checked AudioClip.
+
+    ``limit_name`` is what the caller calls ``max_seconds`` (e.g. ``--max-seconds``), for the too-long message;
+    None when the caller offers no way to raise it."""
     if isinstance(source, AudioClip):
         return source
+    if max_seconds is not None and (isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float))
+                                    or not math.isfinite(max_seconds) or max_seconds <= 0):
+        raise AudioError(f"{limit_name or 'max_seconds'} must be a finite number of seconds above 0; "
+                         f"got {max_seconds!r}.")
     if isinstance(source, dict):
         wave, sr = _from_comfy_dict(source, name)
         label = COMFY_SOURCE
@@ -132,7 +140,7 @@ def load_audio(
         label = str(path)
         where = f"{_cap(name)} file {path}"
         _check_file(path, name)
-        wave, sr = _decode_file(path, name, max_seconds)
+        wave, sr = _decode_file(path, name, max_seconds, limit_name)
     else:
         raise AudioError(
             f"{_cap(name)} must be a file path or a ComfyUI AUDIO dict "
@@ -141,8 +149,11 @@ def load_audio(
         )
     if wave.shape[-1] == 0:
         raise AudioError(f"{where} contains no audio samples; use a recording with speech.")
+    if not np.all(np.isfinite(wave)):
+        # Float wav/flac files can hold NaN; left in they would read as silence (or poison the mix).
+        raise AudioError(f"{where} contains NaN or infinite samples; the file is damaged: export it again.")
     clip = AudioClip(np.clip(wave, -1.0, 1.0).astype(np.float32, copy=False), int(sr), label)
-    _check_length(clip.duration, max_seconds, where)
+    _check_length(clip.duration, max_seconds, where, limit_name)
     if not allow_silent and is_silent(clip.waveform):
         raise AudioError(
             f"{where} is silent (level {rms_db(clip.waveform):.1f} dBFS, below {SILENCE_DB:.0f} dBFS); "
@@ -156,11 +167,13 @@ def _cap(name: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def _check_length(duration: float, max_seconds: float | None, where: str) -> None:
+def _check_length(duration: float, max_seconds: float | None, where: str,
+                  limit_name: str | None = "max_seconds") -> None:
     """Raise when the audio is longer than the configured limit."""
     if max_seconds is not None and duration > max_seconds:
+        raise_it = f" or raise {limit_name}" if limit_name else ""
         raise AudioError(
-            f"{where} is {duration:.1f} s long; the limit is {max_seconds:g} s; trim it or raise max_seconds."
+            f"{where} is {duration:.1f} s long; the limit is {max_seconds:g} s; trim it{raise_it}."
         )
 
 
@@ -176,7 +189,8 @@ def _check_file(path: Path, name: str) -> None:
         raise AudioError(f"{_cap(name)} file {path} is empty (0 bytes); use a complete audio file.")
 
 
-def _decode_file(path: Path, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _decode_file(path: Path, name: str, max_seconds: float | None,
+                 limit_name: str | None = "max_seconds") -> tuple[np.ndarray, int]:
     """Decode the first audio stream of a file into (channels, samples) float32 and its rate."""
     import av
 
@@ -190,7 +204,7 @@ def _decode_file(path: Path, name: str, max_seconds: float | None) -> tuple[np.n
             if not container.streams.audio:
                 raise AudioError(f"{where} has no audio stream; accepted formats are {ACCEPTED_FORMATS}.")
             stream = container.streams.audio[0]
-            _precheck_length(stream, max_seconds, where)
+            _precheck_length(stream, max_seconds, where, limit_name)
             return _decode_stream(container, stream, where)
     except AudioError:
         raise
@@ -198,7 +212,7 @@ def _decode_file(path: Path, name: str, max_seconds: float | None) -> tuple[np.n
         raise AudioError(f"{unreadable} ({exc}).") from exc
 
 
-def _precheck_length(stream: Any, max_seconds: float | None, where: str) -> None:
+def _precheck_length(stream: Any, max_seconds: float | None, where: str, limit_name: str | None) -> None:
     """Refuse an over-long file from its header before decoding all of it."""
     if max_seconds is None or stream.duration is None or stream.time_base is None:
         return
@@ -206,7 +220,7 @@ def _precheck_length(stream: Any, max_seconds: float | None, where: str) -> None
     # Headers can be slightly off (VBR mp3), so only refuse clear cases here; the decoded
     # length is checked exactly afterwards.
     if seconds > max_seconds * 1.05 + 1.0:
-        _check_length(seconds, max_seconds, where)
+        _check_length(seconds, max_seconds, where, limit_name)
 
 
 def _decode_stream(container: Any, stream: Any, where: str) -> tuple[np.ndarray, int]:

@@ -29,12 +29,12 @@ def reference_pose(image_path: Path, image: Any, ref_poses: str | None, models: 
     """The reference pose (133, 3) on the image's canvas: given JSON, the bundled one, or DWPose."""
     import numpy as np
 
-    from .pose.sequence import PoseSequence
+    from .pose.cli_poses import load_poses_arg
 
     if ref_poses is None and image_path.resolve() == DEMO_IMAGE.resolve():
         ref_poses = str(DEMO_POSE)
     if ref_poses is not None:
-        seq = PoseSequence.load_json(ref_poses)
+        seq = load_poses_arg(ref_poses, "--ref-poses")
         kp = np.array(seq.keypoints[0], dtype=np.float32)
         h, w = image.shape[:2]
         if (seq.height, seq.width) != (h, w):
@@ -58,20 +58,31 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
              models: list[str] | None = None, download: bool = False, dtype: str = "auto",
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole chain; returns the output path, frame count and seconds per stage."""
+    from . import validate
     from .audio import load_audio
     from .media import load_image, write_video
-    from .model.loading import load_model
-    from .motion.from_audio import poses_from_audio
     from .node_support import pick_dtype
-    from .pipeline import GenerateOptions, generate_video, resize_image
+    from .output_paths import output_video
 
+    # Everything that can be refused is refused here, before any model, detector or diffusers loads.
     times: dict[str, float] = {}
     t = time.perf_counter()
     audio_path = Path(audio) if audio else DEMO_AUDIO
     image_path = Path(image) if image else DEMO_IMAGE
-    clip = load_audio(audio_path, name="--audio")
+    out = output_video(out, "--out", inputs=(audio_path, image_path, ref_poses))
+    side = validate.whole(side, "--side", low=16)
+    seed = validate.seed(seed, "--seed")
+    torch_dtype = pick_dtype(dtype, "cpu")
+    clip = load_audio(audio_path, name="--audio", limit_name=None)
+    validate.audio_length(clip.duration, f"--audio {audio_path}")
     picture = load_image(image_path, name="--image")
+    validate.reference_image(picture.shape, f"--image {image_path}")
+    validate.video_size(demo_size(picture.shape[:2], side), f"--side {side} on the {picture.shape[1]}x"
+                        f"{picture.shape[0]} --image", fix="give a smaller --side or crop --image closer to the person")
     times["load_inputs"] = time.perf_counter() - t
+    from .model.loading import load_model
+    from .motion.from_audio import poses_from_audio
+    from .pipeline import GenerateOptions, generate_video, resize_image
 
     t = time.perf_counter()
     reference = reference_pose(image_path, picture, ref_poses, list(models or []), download).copy()
@@ -83,7 +94,6 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
     times["audio_to_poses"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    torch_dtype = pick_dtype(dtype, "cpu")
     system = load_model(model).to("cpu", torch_dtype)
     times["load_model"] = time.perf_counter() - t
 

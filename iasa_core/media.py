@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .audio import AudioClip, load_audio
+from .validate import MAX_FPS
 
 ProgressFn = Callable[[int, "int | None"], None]
 
@@ -184,8 +185,8 @@ def _fps_fraction(fps: Any) -> Fraction:
         rate = Fraction(fps) if isinstance(fps, (Fraction, int, str)) else Fraction(float(fps))
     except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise MediaError(f"The video fps {fps!r} is not a number; give frames per second, e.g. 25.") from exc
-    if not rate > 0 or rate > 1000:
-        raise MediaError(f"The video fps is {fps!r}; give a positive frame rate up to 1000.")
+    if not rate > 0 or rate > MAX_FPS:
+        raise MediaError(f"The video fps is {fps!r}; give a positive frame rate up to {MAX_FPS:g}.")
     # Floats such as 24000/1001 or 29.97 come back to their usual small-denominator form.
     return rate.limit_denominator(1001)
 

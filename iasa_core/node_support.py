@@ -87,6 +87,9 @@ def reference_from_pose_keypoint(frames: Any, name: str = "reference_pose") -> t
 
 def load_poses_file(path: str | os.PathLike, default_fps: float = DEFAULT_FPS) -> PoseSequence:
     """A POSE_KEYPOINT JSON file; its own fps when it stores one, else ``default_fps``."""
+    from .validate import fps as check_fps
+
+    default_fps = check_fps(default_fps, "fps")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pose file {os.fspath(path)} does not exist; expected {POSE_KEYPOINT_FORM} (JSON)")
     file_fps = None

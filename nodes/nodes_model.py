@@ -71,11 +71,16 @@ class IASAModelLoader:
 
     def load(self, model, dtype="auto", device="auto", lora_1="none", lora_1_strength=1.0, lora_2="none",
              lora_2_strength=1.0, pose_weights="none", vae="none", seed=0):
+        from iasa_core import validate
         from iasa_core.model.loading import load_model
         from iasa_core.node_support import pick_device, pick_dtype
 
         dev = pick_device(device, bridge.torch_device())
         dt = pick_dtype(dtype, dev)
+        # Checked before any file is read: API prompts bypass the widgets' min/max, and NaN passes them anyway.
+        lora_1_strength = validate.finite(lora_1_strength, "lora_1_strength")
+        lora_2_strength = validate.finite(lora_2_strength, "lora_2_strength")
+        seed = validate.seed(seed, "seed")
         spec = model if model in PRESET_CHOICES else bridge.full_model_path(MODEL_FOLDERS, model, "IASA model file")
         loras = [(bridge.full_model_path("loras", name, "LoRA file"), float(strength))
                  for name, strength in ((lora_1, lora_1_strength), (lora_2, lora_2_strength))

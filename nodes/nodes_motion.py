@@ -59,13 +59,18 @@ class IASAMotion:
 
     def generate(self, audio, method="procedural", fps=25.0, seed=0, seconds=0.0, reference_image=None,
                  reference_pose=None, emage_model="none", smplx_model="none"):
+        from iasa_core import validate
         from iasa_core.audio import load_audio
         from iasa_core.motion.from_audio import poses_from_audio
         from iasa_core.node_support import reference_from_pose_keypoint, to_pose_keypoint
 
+        fps = validate.fps(fps, "fps")
+        seconds = validate.finite(seconds, "seconds", low=0.0)
+        seed = validate.seed(seed, "seed")
         clip = load_audio(audio, max_seconds=None, name="audio")
-        if seconds and seconds > 0:
-            clip = clip.trimmed(float(seconds))
+        if seconds > 0:
+            clip = clip.trimmed(seconds)
+        validate.audio_length(clip.duration, "audio" + (f" (its first {seconds:g} s)" if seconds > 0 else ""))
         if reference_pose is not None:
             reference, height, width = reference_from_pose_keypoint(reference_pose, name="reference_pose")
         elif reference_image is not None:
@@ -73,6 +78,7 @@ class IASAMotion:
             from iasa_core.node_support import cached_detector
 
             image = load_image(reference_image, name="reference_image")
+            validate.reference_image(image.shape, "reference_image")
             detector = cached_detector(bridge.model_dirs("dwpose"), detector_device("auto"))
             reference = detector.detect(image, name="reference_image")
             height, width = image.shape[:2]

@@ -92,9 +92,11 @@ class IASADWPose:
                    "ComfyUI/models/dwpose; nothing is downloaded). The detector stays loaded between runs.")
 
     def detect(self, image, choose="largest", device="auto", fps=25.0):
+        from iasa_core import validate
         from iasa_core.node_support import cached_detector, to_pose_keypoint
         from iasa_core.pose.sequence import PoseSequence
 
+        fps = validate.fps(fps, "fps")
         if getattr(image, "ndim", 0) != 4 or image.shape[0] == 0:
             raise ValueError(f"image must be a ComfyUI IMAGE [batch, height, width, channels]; "
                              f"got shape {tuple(getattr(image, 'shape', ()))}")
@@ -155,9 +157,11 @@ class IASARenderPoses:
     def render(self, poses, width=0, height=0, hands=True, face=False, bgr=False, min_score=0.3):
         import torch
 
+        from iasa_core import validate
         from iasa_core.node_support import render_size, sequence_from_pose_keypoint
         from iasa_core.pose.render import RenderStyle, render_poses
 
+        min_score = validate.finite(min_score, "min_score", low=0.0)
         seq = sequence_from_pose_keypoint(poses, name="poses")
         h, w = render_size(seq, width, height)
         style = RenderStyle(hands=bool(hands), face=bool(face), bgr=bool(bgr), min_score=float(min_score))

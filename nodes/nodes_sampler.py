@@ -5,6 +5,10 @@ from __future__ import annotations
 from . import comfy_bridge as bridge
 from .nodes_pose import POSE_TOOLTIP
 
+# What the library's option checks call each GenerateOptions field on this node.
+INPUT_NAMES = {"overlap_latents": "overlap", "size_fix": "scale reference_image down (e.g. with Upscale Image By) "
+                                                        "so it has at most 1280x720 pixels"}
+
 
 class IASASampler:
     """Animates the person in the reference image along the poses (few-step student, sparse attention)."""
@@ -63,17 +67,25 @@ class IASASampler:
                plan=None, guidance=5.0, window_frames=81, overlap=4):
         import torch
 
+        from iasa_core import validate
         from iasa_core.media import load_image
         from iasa_core.node_support import apply_plan_settings, sequence_from_pose_keypoint
-        from iasa_core.pipeline import GenerateOptions, generate_video
+        from iasa_core.pipeline import GenerateOptions, generate_video, video_size
 
         if not isinstance(model, dict) or "system" not in model:
             raise ValueError("model must be an IASA_MODEL from IASA Model Loader")
+        # API prompts reach here unchecked by the widgets' min/max (a NaN passes every comparison).
+        options = GenerateOptions(sampler=sampler, steps=validate.whole(steps, "steps", low=1),
+                                  guidance=validate.finite(guidance, "guidance", low=0.0),
+                                  seed=validate.seed(seed, "seed"), sparse=bool(sparse), backend=backend,
+                                  window_frames=validate.whole(window_frames, "window_frames", low=5),
+                                  overlap_latents=validate.whole(overlap, "overlap", low=1))
+        validate.generate_options(options, INPUT_NAMES)
         image = load_image(reference_image, name="reference_image")
+        validate.reference_image(image.shape, "reference_image")
+        validate.video_size(video_size(image.shape[:2], None), "reference_image", fix=INPUT_NAMES["size_fix"])
         seq = sequence_from_pose_keypoint(poses, name="poses")
-        options = GenerateOptions(sampler=sampler, steps=int(steps), guidance=float(guidance), seed=int(seed),
-                                  sparse=bool(sparse), backend=backend, window_frames=int(window_frames),
-                                  overlap_latents=int(overlap))
+        validate.poses_with_person(seq.keypoints, "poses")
         system = model["system"]
         if plan is not None:
             if not isinstance(plan, dict):

@@ -30,15 +30,17 @@ class IASAVideo:
     DESCRIPTION = "Combines frames, frame rate and audio into a VIDEO; connect it to Save Video to write an mp4."
 
     def combine(self, images, fps=25.0, audio=None):
+        from iasa_core import validate
         from iasa_core.audio import load_audio
 
+        fps = validate.fps(fps, "fps")
         shape = tuple(getattr(images, "shape", ()))
         if len(shape) != 4 or shape[0] == 0 or shape[-1] != 3:
             raise ValueError(f"images must be a ComfyUI IMAGE [frames, height, width, 3]; got shape {shape}")
         if audio is not None:
             # Checked and normalised (float32 on the CPU, one batch item); silence is allowed in an output.
             audio = load_audio(audio, max_seconds=None, allow_silent=True, name="audio").to_comfy()
-        return (bridge.make_video(images.detach().to("cpu").float(), float(fps), audio),)
+        return (bridge.make_video(images.detach().to("cpu").float(), fps, audio),)
 
 
 NODE_CLASS_MAPPINGS = {"IASAVideo": IASAVideo}

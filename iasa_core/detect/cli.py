@@ -36,13 +36,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read_image(path: str) -> np.ndarray:
-    from PIL import Image, ImageOps
+    """The photo through the shared loader: EXIF rotation, transparency on white, clear errors for bad files."""
+    from ..media import load_image
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such image")
-    with Image.open(path) as im:
-        # Phone photos store their rotation in EXIF; the keypoints must match the upright image.
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    return load_image(path, name="--image")
 
 
 def _read_video(path: str) -> tuple[np.ndarray, float]:
@@ -61,6 +58,7 @@ def _image_out(out: str) -> str:
 
 def run(args) -> int:
     """Detect and write the JSON; errors are raised (the CLI prints them as one line)."""
+    from ..output_paths import output_file
     from ..pose.sequence import PoseSequence
 
     if not args.image and not args.video:
@@ -68,6 +66,17 @@ def run(args) -> int:
     for flag, path in (("--image", args.image), ("--video", args.video)):
         if path and not os.path.isfile(path):
             raise FileNotFoundError(f"{flag} {path}: no such file")
+    inputs = (args.image, args.video)
+    out = output_file(args.out, "--out", kind="poses JSON", example="poses.json", inputs=inputs)
+    image_target = None
+    if args.image:
+        image_target = out if not args.video else output_file(
+            getattr(args, "image_out", None) or _image_out(args.out), "--image-out", kind="poses JSON",
+            example="image_poses.json", inputs=inputs)
+        if args.video and image_target == out:
+            raise ValueError(f"--image-out {image_target} is --out too; the photo's and the video's poses need "
+                             "two files")
+    img = _read_image(args.image) if args.image else None  # read (and refused if bad) before the weights load
     models = list(args.models or [])
     det_path, pose_path = find_dwpose_files(models, allow_download=args.download,
                                             prefer=getattr(args, "prefer", None), device=args.device,
@@ -76,12 +85,10 @@ def run(args) -> int:
     print(f"DWPose: {os.path.basename(det_path)} + {os.path.basename(pose_path)} on {args.device}")
 
     written = []
-    if args.image:
-        img = _read_image(args.image)
+    if img is not None:
         kp = detector.detect(img, name=args.image)
-        target = args.out if not args.video else (getattr(args, "image_out", None) or _image_out(args.out))
-        PoseSequence(kp[None], img.shape[0], img.shape[1], fps=25.0).save_json(target)
-        written.append((target, 1, img.shape[0], img.shape[1]))
+        PoseSequence(kp[None], img.shape[0], img.shape[1], fps=25.0).save_json(image_target)
+        written.append((image_target, 1, img.shape[0], img.shape[1]))
     if args.video:
         frames, fps = _read_video(args.video)
         total = len(frames)
@@ -92,8 +99,8 @@ def run(args) -> int:
                 print(f"  frame {done}/{n}", file=sys.stderr)
 
         kps = detector.detect_video(frames, progress=progress, name=args.video)
-        PoseSequence(kps, frames.shape[1], frames.shape[2], fps=fps).save_json(args.out)
-        written.append((args.out, total, frames.shape[1], frames.shape[2]))
+        PoseSequence(kps, frames.shape[1], frames.shape[2], fps=fps).save_json(out)
+        written.append((out, total, frames.shape[1], frames.shape[2]))
     for path, n, h, w in written:
         print(f"wrote {n} frame{'s' if n != 1 else ''} of keypoints ({w}x{h}) to {path}")
     return 0

@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..validate import finite_tensors
 from .presets import PoseWanConfig
 from .system import DEFAULT_SCHEDULE, DEFAULT_SPARSE, PoseWanSystem, build_image_encoder
 
@@ -130,6 +131,8 @@ def load_student(path: str | os.PathLike, *, vae: torch.nn.Module | None = None)
             states[part][rest] = tensor.float() if widen and tensor.is_floating_point() else tensor.clone()
     if prompt is None:
         raise ValueError(f"{path} has no prompt_embeds tensor; the file is incomplete")
+    finite_tensors([("prompt_embeds", prompt)] + [(f"{part}.{key}", value) for part, state in states.items()
+                                                   for key, value in state.items()], str(path))
     if vae is None and not states["vae"]:
         raise ValueError(f"{path} was saved without its VAE; pass the Wan2.1 VAE (vae=...) to load it")
     _assign(denoiser, states["denoiser"], "denoiser", path)

@@ -140,6 +140,10 @@ def load_model(spec: str | os.PathLike, *, search_dirs: Iterable[str | os.PathLi
     Files are looked for locally first (the path, then ``search_dirs``, then the HF cache); the hub is used only
     with ``allow_download``. LoRAs (community Wan or diffusers/peft format) are merged with their strengths.
     """
+    from ..validate import finite
+
+    # Strengths are checked before anything loads: a NaN strength would turn every merged weight into NaN.
+    loras = [(path, finite(strength, f"strength of LoRA {os.fspath(path)}")) for path, strength in loras]
     text = str(spec)
     if text in EMBEDDED_MODELS:
         system = load_student(embedded_path(text))

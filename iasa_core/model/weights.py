@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from ..validate import finite_tensors
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -376,6 +378,7 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
                 f"Could not read {p} as safetensors ({exc}). The file may be truncated or "
                 "not really safetensors; download it again."
             ) from exc
+        finite_tensors(sd.items(), str(p))
         return sd, metadata
     if suffix in _PICKLE_SUFFIXES:
         try:
@@ -387,7 +390,9 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tenso
                 "Only plain tensors are loaded (weights_only=True); a file with other pickled "
                 "objects must be converted to .safetensors first."
             ) from exc
-        return _unwrap_checkpoint(obj, p), {}
+        sd = _unwrap_checkpoint(obj, p)
+        finite_tensors(sd.items(), str(p))
+        return sd, {}
     raise ValueError(f"Unsupported weights file type {suffix or '(none)'!r} for {p}. Accepted: {_ACCEPTED}.")
 
 

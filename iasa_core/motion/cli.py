@@ -30,29 +30,38 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load audio and the reference pose, make the motion, write JSON."""
+    """Check every input and the output path, load audio and the reference pose, make the motion, write JSON."""
+    from .. import validate
     from ..audio import load_audio
-    from ..pose.sequence import PoseSequence
+    from ..output_paths import output_file
+    from ..pose.cli_poses import load_poses_arg
     from .from_audio import poses_from_audio
 
-    clip = load_audio(args.audio, max_seconds=args.max_seconds, name="--audio")
+    out = output_file(args.out, "--out", kind="poses JSON", example="poses.json",
+                      inputs=(args.audio, args.ref_poses, args.ref_image))
+    fps = validate.fps(args.fps, "--fps")
+    max_seconds = validate.finite(args.max_seconds, "--max-seconds", above=0.0)
+    seed = validate.seed(args.seed, "--seed")
+    clip = load_audio(args.audio, max_seconds=max_seconds, name="--audio", limit_name="--max-seconds")
+    validate.audio_length(clip.duration, f"--audio {args.audio}")
     if args.ref_poses:
-        ref_seq = PoseSequence.load_json(args.ref_poses)
+        ref_seq = load_poses_arg(args.ref_poses, "--ref-poses")
         reference, height, width = ref_seq.keypoints[0], ref_seq.height, ref_seq.width
     else:
         from ..detect.dwpose import DWPoseDetector
         from ..media import load_image
 
         image = load_image(args.ref_image, name="--ref-image")
+        validate.reference_image(image.shape, f"--ref-image {args.ref_image}")
         detector = DWPoseDetector.from_search(args.models, allow_download=args.download)
         reference = detector.detect(image, name=args.ref_image)
         height, width = image.shape[:2]
     t0 = time.perf_counter()
-    seq = poses_from_audio(clip, reference, height, width, method=args.method, fps=args.fps, seed=args.seed,
+    seq = poses_from_audio(clip, reference, height, width, method=args.method, fps=fps, seed=seed,
                            emage_model=args.emage_model, smplx_model=args.smplx, search_dirs=args.models,
                            allow_download=args.download)
     seconds = time.perf_counter() - t0
-    seq.save_json(args.out)
-    print(f"wrote {args.out}: {len(seq)} frames at {seq.fps:g} fps on a {width}x{height} canvas "
+    seq.save_json(out)
+    print(f"wrote {out}: {len(seq)} frames at {seq.fps:g} fps on a {width}x{height} canvas "
           f"({args.method}, {clip.duration:.1f} s of audio -> motion in {seconds:.2f} s)")
     return 0

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .. import validate
 from ..audio import AudioClip
 from ..pose.sequence import PoseSequence
 
@@ -21,8 +22,8 @@ def poses_from_audio(clip: AudioClip, reference: np.ndarray, height: int, width:
     """Animate ``reference`` (133, 3) keypoints on an H x W canvas along the speech in ``clip``."""
     if method not in METHODS:
         raise ValueError(f"motion method must be one of {METHODS}; got {method!r}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive; got {fps}")
+    fps = validate.fps(fps, "fps")
+    validate.audio_length(clip.duration, f"audio {clip.source}")
     reference = np.asarray(reference, dtype=np.float32)
     if reference.shape != (133, 3):
         raise ValueError(f"the reference pose must be (133, 3) WholeBody keypoints; got {reference.shape}")

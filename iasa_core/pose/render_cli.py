@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
-
-_VIDEO_EXTS = (".mp4", ".mov", ".mkv")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,23 +38,25 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def run(args) -> int:
     """Render the poses file given on the command line; returns 0 (errors raise ValueError etc.)."""
+    from .. import validate
+    from ..output_paths import VIDEO_SUFFIXES, output_folder, output_video
+    from .cli_poses import load_poses_arg
     from .render import RenderStyle, render_poses
-    from .sequence import PoseSequence
 
     size = _parse_size(args.size) if args.size else None
-    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
-        raise ValueError(f"--fps must be a positive number, got {args.fps}")
-    if not math.isfinite(args.min_score) or args.min_score < 0:
-        raise ValueError(f"--min-score must be a number >= 0, got {args.min_score}")
+    if args.fps is not None:
+        validate.fps(args.fps, "--fps")
+    validate.finite(args.min_score, "--min-score", low=0.0)
     out = Path(args.out)
-    is_video = out.suffix.lower() in _VIDEO_EXTS
+    is_video = out.suffix.lower() in VIDEO_SUFFIXES
     if not is_video and out.suffix and not out.is_dir():
-        raise ValueError(f"--out {args.out}: expected a video file ({', '.join(_VIDEO_EXTS)}) or a folder "
-                         f"for PNG frames (a name without an extension)")
-    if not is_video and out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out}: exists and is not a folder")
+        raise ValueError(f"--out {args.out}: expected a video file ({', '.join(VIDEO_SUFFIXES)}; written as H.264 "
+                         f"MP4) or a folder for PNG frames (a name without an extension)")
+    out = output_video(out, "--out", inputs=(args.poses,)) if is_video else output_folder(out, "--out")
 
-    seq = PoseSequence.load_json(args.poses)
+    seq = load_poses_arg(args.poses, "poses")
+    if args.fps is None:
+        validate.fps(seq.fps, f"the fps stored in {args.poses} (or give --fps)")
     h, w = size or (seq.height, seq.width)
     style = RenderStyle(hands=not args.no_hands, face=args.face, min_score=args.min_score, bgr=args.bgr)
     frames = render_poses(seq, h, w, style)

@@ -15,6 +15,12 @@ from . import layout as L
 
 POSE_KEYPOINT_FORM = "a POSE_KEYPOINT list: one {people: [...], canvas_width, canvas_height} dict per frame"
 
+
+
+class MissingCanvasError(ValueError):
+    """A POSE_KEYPOINT without canvas_width/canvas_height and no size given (callers name their own flags)."""
+
+
 BODY_KEY = "pose_keypoints_2d"
 FACE_KEY = "face_keypoints_2d"
 LEFT_HAND_KEY = "hand_left_keypoints_2d"
@@ -159,8 +165,18 @@ class PoseSequence:
         for frame in frames:
             frame["fps"] = self.fps
         text = json.dumps(frames)  # dumps uses the C encoder; dump() streams through the slow Python one
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        # Written next to the target and renamed: an interrupted write never leaves half a file under the name.
+        tmp = f"{os.fspath(path)}.{os.getpid()}.partial"
+        parent = os.path.dirname(os.fspath(path))
+        if parent:
+            os.makedirs(parent, exist_ok=True)  # as write_video does
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     @classmethod
     def load_json(cls, path: str | os.PathLike, fps: float | None = None) -> PoseSequence:
@@ -186,6 +202,8 @@ class PoseSequence:
         chosen = fps if fps is not None else (file_fps if file_fps is not None else 25.0)
         try:
             return cls.from_pose_keypoint(data, fps=chosen)
+        except MissingCanvasError as exc:
+            raise MissingCanvasError(f"{os.fspath(path)}: {exc}") from exc
         except ValueError as exc:
             raise ValueError(f"{os.fspath(path)}: {exc}") from exc
 
@@ -227,7 +245,7 @@ def _canvas(frames: Sequence[Mapping[str, Any]], height: int | None, width: int 
                                  f"got {H}/{W}")
             return H, W
     if height is None or width is None:
-        raise ValueError("POSE_KEYPOINT: no frame has canvas_height/canvas_width; pass height= and width= "
+        raise MissingCanvasError("POSE_KEYPOINT: no frame has canvas_height/canvas_width; pass height= and width= "
                          f"(canvas size in pixels), got height={height!r}, width={width!r}")
     return int(height), int(width)
 
