@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -41,6 +42,8 @@ CPU_CASES = (ModelCase("bench-cpu-256x384x81", "bench-cpu", 256, 384, 81, "float
 CUDA_CASES = (
     ModelCase("wan14b-512x512x81", "wan2.1-i2v-14b", 512, 512, 81, "bfloat16"),
     ModelCase("wan14b-480x832x81", "wan2.1-i2v-14b", 480, 832, 81, "bfloat16"),
+    ModelCase("wan1.3b-512x512x81", "wan2.1-1.3b", 512, 512, 81, "bfloat16"),
+    ModelCase("wan1.3b-480x832x81", "wan2.1-1.3b", 480, 832, 81, "bfloat16"),
 )
 
 
@@ -59,6 +62,9 @@ def _reset_peak(device: torch.device) -> None:
 def run_model_case(case: ModelCase, device: torch.device, top_k: int = 2, mode: str = "exact",
                    repeats: int = 2, backend: str = "auto", log=print) -> dict:
     """Time one denoiser step dense and sparse, and attention alone, for ``case``."""
+    if device.type == "cuda":
+        gc.collect()  # the previous case's model (28 GB at 14B) must be gone before this one is built
+        torch.cuda.empty_cache()
     dtype = getattr(torch, case.dtype)
     config = get_preset(case.preset)
     config.image_encoder = None
@@ -129,7 +135,7 @@ def run_model_case(case: ModelCase, device: torch.device, top_k: int = 2, mode: 
 
 def bench_model(device: str | None = None, top_k: int = 2, mode: str = "exact", repeats: int = 2,
                 cases: tuple[ModelCase, ...] | None = None, backend: str = "auto", log=print) -> dict:
-    """The CPU case (or the 14B CUDA cases on a GPU); returns all results."""
+    """The CPU cases (or the 14B and 1.3B CUDA cases on a GPU); returns all results."""
     from ..node_support import fast_bf16
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
