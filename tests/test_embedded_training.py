@@ -312,6 +312,11 @@ def test_teacher_exports_its_weight_average(dataset_root, tmp_path):  # noqa: F8
     assert snapshot_main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "snap.safetensors")]) == 0
     snap = dict(load_student(tmp_path / "snap.safetensors").denoiser.named_parameters())
     assert snap.keys() == exported.keys() and all(torch.equal(snap[k], exported[k]) for k in snap)
+    assert snapshot_main(["--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "last.safetensors"),
+                          "--weights", "last"]) == 0
+    newest = dict(load_student(tmp_path / "last.safetensors").denoiser.named_parameters())
+    for name, value in last.items():
+        assert torch.equal(newest[name.removeprefix("denoiser.")], value), name
     assert snapshot_main(["--config", str(tmp_path / "cfg.yaml"), "--set", f"run.output_dir={tmp_path / 'none'}",
                           "--out", str(tmp_path / "x.safetensors")]) == 2
 
