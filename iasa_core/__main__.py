@@ -55,11 +55,19 @@ def cmd_mask(args) -> int:
 
     preview = image_file(args.preview, "--preview") if args.preview else None
     summary = output_file(args.json, "--json", kind="JSON", example="plan.json") if args.json else None
+    if args.window_frames and (args.window_frames < 5 or (args.window_frames - 1) % 4):
+        raise CliError(f"--window-frames {args.window_frames}: give 4n+1 frames, at least 5 (e.g. 81), or 0 for "
+                       "one plan over the whole video")
+    if args.window_frames and not 0 < args.overlap < (args.window_frames - 1) // 4 + 1:
+        raise CliError(f"--overlap {args.overlap}: give 1 to {(args.window_frames - 1) // 4} latent frames "
+                       f"(a window of {args.window_frames} frames has {(args.window_frames - 1) // 4 + 1})")
     seq, size = _load_poses(args)
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
-    plan = build_plan(seq, size, num_frames=len(seq), top_k=args.top_k, block_size=args.block_size,
-                      mode=args.mode, regions=regions, local=not args.no_local, sink_first=args.sink_first,
-                      causal=not args.non_causal)
+    options = dict(top_k=args.top_k, block_size=args.block_size, mode=args.mode, regions=regions,
+                   local=not args.no_local, sink_first=args.sink_first, causal=not args.non_causal)
+    if args.window_frames and len(seq) > args.window_frames:
+        return _mask_windows(args, seq, size, options, preview, summary)
+    plan = build_plan(seq, size, num_frames=len(seq), **options)
     s = plan.to_summary()
     print(f"{s['video_frames']} frames at {s['height']}x{s['width']} -> {s['latent_frames']} latent frames x "
           f"{s['tokens_per_frame']} tokens = {s['seq_len']} tokens, {s['num_blocks']}x{s['num_blocks']} blocks "
@@ -75,6 +83,36 @@ def cmd_mask(args) -> int:
     if summary:
         write_text(summary, json.dumps(s, indent=1))
         print(f"plan summary written to {summary}")
+    return 0
+
+
+def _mask_windows(args, seq, size, options, preview, summary) -> int:
+    """`mask` on a video longer than a window: one plan per sampling window, as `generate` builds them."""
+    from .output_paths import write_text
+    from .sparse.preview import plan_preview
+    from .sparse.windowed import window_plans, windows_summary
+
+    summaries = []
+    for i, (_window, plan) in enumerate(window_plans(seq, size, args.window_frames, args.overlap, **options)):
+        summaries.append(plan.to_summary())
+        if i == 0 and preview:
+            preview.parent.mkdir(parents=True, exist_ok=True)
+            plan_preview(plan).save(preview)
+        del plan  # one window's plan at a time: memory does not grow with the video's length
+    s = windows_summary(summaries, len(seq))
+    first = summaries[0]
+    print(f"{len(seq)} frames at {size[0]}x{size[1]} -> {s['windows']} windows of {first['video_frames']} frames "
+          f"({first['latent_frames']} latent frames x {first['tokens_per_frame']} tokens = {first['seq_len']} tokens, "
+          f"{first['num_blocks']}x{first['num_blocks']} blocks of {first['block_size']}), as generate samples them")
+    print(f"top-K={first['top_k']} regions={','.join(first['regions'])} local={first['local']} "
+          f"sink_first={first['sink_first']} causal={first['causal']} mode={first['mode']}")
+    print(f"density {s['density_mean']:.4f} mean over windows ({s['density_min']:.4f} to {s['density_max']:.4f}); "
+          f"token density {s['token_density_mean']:.4f}; built in {s['build_seconds'] * 1000:.0f} ms")
+    if preview:
+        print(f"preview of the first window written to {preview}")
+    if summary:
+        write_text(summary, json.dumps(s, indent=1))
+        print(f"plan summaries written to {summary}")
     return 0
 
 
@@ -124,6 +162,9 @@ def cmd_demo(args) -> int:
     from .output_paths import output_file, write_text
 
     json_out = output_file(args.json, "--json", kind="JSON", example="demo.json") if args.json else None
+    from .memory import map_large_blocks
+
+    map_large_blocks()  # the peak memory then stays flat in the audio's length (see iasa_core/memory.py)
     result = run_demo(args.audio, args.image, args.out, ref_poses=args.ref_poses, model=args.model, seed=args.seed,
                       side=args.side, models=args.models, download=args.download, dtype=args.dtype)
     if json_out:
@@ -149,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--no-local", action="store_true", help="global mask only (no same-region rule)")
     m.add_argument("--sink-first", action="store_true", help="the first latent frame is always visible")
     m.add_argument("--non-causal", action="store_true", help="top-K among all other frames, not just past")
+    m.add_argument("--window-frames", type=int, default=81,
+                   help="longer videos get one plan per window of this many frames (4n+1), as generate samples "
+                        "them; 0: one plan over the whole video (its memory grows with the square of the length)")
+    m.add_argument("--overlap", type=int, default=4, help="latent frames shared by consecutive windows (default 4)")
     m.add_argument("--seed", type=int, default=0, help="seed of --synthetic")
     m.add_argument("--preview", help="write a PNG of the block pattern and the token regions")
     m.add_argument("--json", help="write the plan summary as JSON")

@@ -82,7 +82,7 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
     times["load_inputs"] = time.perf_counter() - t
     from .model.loading import load_model
     from .motion.from_audio import poses_from_audio
-    from .pipeline import GenerateOptions, generate_video, resize_image
+    from .pipeline import GenerateOptions, resize_image, stream_video
 
     t = time.perf_counter()
     reference = reference_pose(image_path, picture, ref_poses, list(models or []), download).copy()
@@ -100,19 +100,22 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
     def progress(step: int, total: int) -> None:
         log(f"  denoising step {step}/{total}")
 
-    result = generate_video(system, picture, poses, GenerateOptions(seed=seed), callback=progress)
+    result = stream_video(system, picture, poses, GenerateOptions(seed=seed), callback=progress)
+    t = time.perf_counter()
+    # frames are written as they are decoded, so memory does not grow with the audio's length
+    path = write_video(out, result, result.fps, audio=clip)
+    writing = time.perf_counter() - t
     times["conditioning"] = result.timings["conditioning_s"]
     times["sampling"] = result.timings["sampling_s"]
     times["decode"] = result.timings["decode_s"]
-
-    t = time.perf_counter()
-    path = write_video(out, result.frames, result.fps, audio=clip)
-    times["write_mp4"] = time.perf_counter() - t
-    n = len(result.frames)
-    poses_to_frames = result.timings["total_s"]
+    poses_to_frames = result.timings["frames_s"]
+    times["write_mp4"] = max(0.0, writing - (poses_to_frames - result.setup_seconds))
+    n = len(result)
     total = sum(times.values())
     log(f"wrote {path}: {n} frames {hw[1]}x{hw[0]} at {result.fps:g} fps with the audio ({clip.duration:.1f} s)")
-    density = ", ".join(f"{p['density']:.3f}" for p in result.plans) or "dense"
+    densities = [p["density"] for p in result.plans]
+    density = (", ".join(f"{d:.3f}" for d in densities) if len(densities) <= 8 else
+               f"{min(densities):.3f} to {max(densities):.3f} over {len(densities)} windows") or "dense"
     log(f"model: {system.source} in {str(torch_dtype).replace('torch.', '')} ({result.denoiser_calls} denoiser "
         f"calls, block density {density})")
     for name, seconds in times.items():

@@ -62,11 +62,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _densities(plans: list[dict]) -> str:
+    """Each window's block density, or their range when there are many (a 10-minute video has hundreds)."""
+    values = [p["density"] for p in plans]
+    if not values:
+        return "dense"
+    if len(values) <= 8:
+        return ", ".join(f"{v:.3f}" for v in values)
+    return f"{min(values):.3f} to {max(values):.3f} over {len(values)} windows"
+
+
 def run(args: argparse.Namespace) -> int:
     """Load, sample, write; prints the time of each stage."""
     from .media import load_image, write_video
     from .model.loading import load_model
-    from .pipeline import GenerateOptions, generate_video
+    from .pipeline import GenerateOptions, stream_video
     from .pose.sequence import PoseSequence
 
     poses = PoseSequence.load_json(args.poses)
@@ -105,12 +115,14 @@ def run(args: argparse.Namespace) -> int:
     def progress(step: int, total: int) -> None:
         print(f"\rstep {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
 
-    result = generate_video(system, image, poses, options, callback=progress)
-    out = write_video(args.out, result.frames, result.fps, audio=audio)
-    t = result.timings
-    n, (h, w) = len(result.frames), result.frames.shape[1:3]
-    density = ", ".join(f"{p['density']:.3f}" for p in result.plans) or "dense"
-    print(f"wrote {out}: {n} frames {w}x{h} at {result.fps:g} fps; conditioning {t['conditioning_s']:.1f} s, "
-          f"sampling {t['sampling_s']:.1f} s ({result.denoiser_calls} denoiser calls), decode "
-          f"{t['decode_s']:.1f} s; block density per window: {density}")
+    from .memory import map_large_blocks
+
+    map_large_blocks()  # the peak memory then stays flat in the video's length (see iasa_core/memory.py)
+    stream = stream_video(system, image, poses, options, callback=progress)
+    # frames are written as they are decoded (renamed into place at the end): memory stays flat in the length
+    out = write_video(args.out, stream, stream.fps, audio=audio)
+    t = stream.timings
+    print(f"wrote {out}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps; conditioning "
+          f"{t['conditioning_s']:.1f} s, sampling {t['sampling_s']:.1f} s ({stream.denoiser_calls} denoiser calls), "
+          f"decode {t['decode_s']:.1f} s; block density per window: {_densities(stream.plans)}")
     return 0

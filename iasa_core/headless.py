@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .headless_names import UnsafeName, local_path, stored_name
+
 DEFAULT_SERVER = "127.0.0.1:8188"
 START_HINT = "python main.py --listen 127.0.0.1 --port 8188 --cpu"
 UI_FORMAT_MESSAGE = ("this is a UI workflow (it has 'nodes' and 'links'); export it with 'Export (API)' "
@@ -356,16 +358,17 @@ class ComfyClient:
         return None
 
     def download(self, file_info: dict, out_dir) -> Path:
-        """Fetch one output ({"filename", "subfolder", "type"}) via /view into `out_dir`."""
-        name = file_info["filename"]
+        """Fetch one output ({"filename", "subfolder", "type"}) via /view into `out_dir`.
+
+        The server's names are made safe first (``headless_names.local_path``); UnsafeName when they cannot be."""
+        name = file_info.get("filename")
         subfolder = file_info.get("subfolder") or ""
-        query = {"filename": name, "subfolder": subfolder, "type": file_info.get("type") or "output"}
-        dest_dir = Path(out_dir)
-        parts = [p for p in Path(subfolder.replace("\\", "/")).parts if p not in ("", ".", "..", "/")]
-        dest = dest_dir.joinpath(*parts, Path(name).name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest, _ = local_path(out_dir, name, subfolder)
+        kind = file_info.get("type") or "output"
+        query = {"filename": name, "subfolder": subfolder, "type": kind if isinstance(kind, str) else "output"}
         tmp = dest.with_name(dest.name + ".part")
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             with self._request("GET", "/view", query=query) as resp, open(tmp, "wb") as f:
                 while chunk := resp.read(1 << 20):
                     f.write(chunk)
@@ -376,7 +379,11 @@ class ComfyClient:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise ComfyError(f"downloading {name!r} from {self.base_url} failed: {exc}") from None
-        os.replace(tmp, dest)
+        try:
+            os.replace(tmp, dest)
+        except OSError as exc:  # e.g. a folder of that name is already there
+            tmp.unlink(missing_ok=True)
+            raise ComfyError(f"could not save {name!r} as {dest}: {exc}") from None
         return dest
 
     def upload(self, path, *, overwrite: bool = False, subfolder: str = "") -> str:
@@ -411,9 +418,10 @@ class ComfyClient:
         body = _try_json(raw.decode("utf-8", "replace"))
         if not isinstance(body, dict):
             raise ComfyError(f"unexpected answer to POST /upload/image: {_short(raw, 200)}")
-        name = body.get("name") or p.name
-        sub = body.get("subfolder") or ""
-        return f"{sub}/{name}" if sub else name
+        try:
+            return stored_name(body.get("name"), body.get("subfolder"), p.name)
+        except UnsafeName as exc:
+            raise ComfyError(f"uploading {p} to {self.base_url}: {exc}; not using it") from None
 
     # -- websocket
 
@@ -541,7 +549,8 @@ def output_files(outputs: dict) -> list[tuple[str, dict]]:
             if not isinstance(items, list):
                 continue
             for item in items:
-                if isinstance(item, dict) and item.get("filename"):
+                # any "filename" counts, even a bad one: the download skips it with a warning, never silently
+                if isinstance(item, dict) and "filename" in item:
                     found.append((str(nid), item))
     return found
 
@@ -598,9 +607,29 @@ class ProgressPrinter:
             self.log(f"[{nid} {self._cls(nid)}] step {value:g}/{total:g}")
         elif mtype == "executed":
             nid = data.get("display_node") or data.get("node")
-            files = [i["filename"] for _, i in output_files({str(nid): data.get("output") or {}})]
+            files = [_short(i["filename"], 80) for _, i in output_files({str(nid): data.get("output") or {}})]
             if files:
                 self.log(f"output of {nid} ({self._cls(nid)}): {', '.join(files)}")
+
+
+def _checked_destination(nid: str, info: dict, out_dir, taken: list[Path],
+                         log: Callable[[str], None]) -> Path | None:
+    """Where output ``info`` of node ``nid`` goes under ``out_dir``; None (with a warning) to skip it."""
+    what = f"an output of node {nid}"
+    try:
+        dest, changed = local_path(out_dir, info.get("filename"), info.get("subfolder"))
+    except UnsafeName as exc:
+        log(f"warning: skipped {what}: {exc}")
+        return None
+    if dest in taken:  # the same file listed twice, or two names that became the same when made safe
+        if changed:
+            log(f"warning: skipped {what}: its name {_short(info.get('filename'), 80)!r} made safe is {dest}, "
+                "already downloaded")
+        return None
+    if changed:
+        log(f"warning: the server named {what} {_short(info.get('subfolder') or '', 80)!r} / "
+            f"{_short(info.get('filename'), 80)!r}; saving it as {dest}")
+    return dest
 
 
 def run_workflow(prompt: dict, server: str = DEFAULT_SERVER, *, sets: Iterable[str] = (),
@@ -635,13 +664,11 @@ def run_workflow(prompt: dict, server: str = DEFAULT_SERVER, *, sets: Iterable[s
         printer = ProgressPrinter(prompt, log)
         entry = client.watch(prompt_id, printer, timeout=timeout, prompt=prompt)
         node_outputs = entry.get("outputs") or {}
-        paths, seen = [], set()
-        for _nid, info in output_files(node_outputs):
-            key = (info.get("filename"), info.get("subfolder") or "", info.get("type") or "output")
-            if key in seen:
-                continue
-            seen.add(key)
-            paths.append(client.download(info, out_dir))
+        paths: list[Path] = []
+        for nid, info in output_files(node_outputs):
+            dest = _checked_destination(nid, info, out_dir, paths, log)
+            if dest is not None:
+                paths.append(client.download(info, out_dir))
         seconds = time.perf_counter() - t0
         status = ((entry.get("status") or {}).get("status_str")) or "success"
         result = RunResult(prompt_id, paths, seconds, status, printer.executed, printer.cached, node_outputs)

@@ -13,15 +13,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .model.pose_wan import PoseFeatures, drop_condition, drop_pose
-from .model.sparse_patch import sparse_attention_enabled
+from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
 from .pose.sequence import PoseSequence
-from .sampling.samplers import cfg_combine, sample_student, sample_teacher
-from .sampling.schedules import sigma_to_timestep, student_sigmas, teacher_sigmas
-from .sampling.windows import MAX_WINDOW_FRAMES, latent_frames, plan_windows, windowed
+from .sampling.noise import FrameNoise
+from .sampling.schedules import student_sigmas, teacher_sigmas
+from .sampling.windows import MAX_WINDOW_FRAMES, latent_frames, plan_windows
 from .sparse.grid import SPATIAL_STRIDE
-from .sparse.plan import PlanConfig, SparsePlan, build_plan
+from .sparse.plan import PlanConfig
+from .video_stream import VideoStream, WindowConditioner
 
 ASPECT_TOLERANCE = 0.01
 
@@ -128,7 +128,27 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
                    options: GenerateOptions | None = None, *,
                    callback: Callable[[int, int], None] | None = None,
                    cancel: Callable[[], bool] | None = None) -> GenerationResult:
-    """Animate the person in ``image`` (H, W, 3 uint8) along ``poses`` with the stage-2 model."""
+    """Animate the person in ``image`` (H, W, 3 uint8) along ``poses`` with the stage-2 model, all in memory.
+
+    ``callback(done, total)`` counts window steps (the sampler's steps when the video is one window).
+    ``stream_video`` makes the same frames a chunk at a time (for long videos written to a file)."""
+    stream = stream_video(system, image, poses, options, callback=callback, cancel=cancel)
+    frames = np.empty((len(stream), stream.height, stream.width, 3), dtype=np.uint8)
+    at = 0
+    for chunk in stream.chunks():
+        frames[at:at + len(chunk)] = chunk
+        at += len(chunk)
+    return GenerationResult(frames[:at], stream.fps, timings=stream.timings, plans=stream.plans,
+                            denoiser_calls=stream.denoiser_calls)
+
+
+def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
+                 options: GenerateOptions | None = None, *,
+                 callback: Callable[[int, int], None] | None = None,
+                 cancel: Callable[[], bool] | None = None) -> VideoStream:
+    """Check the inputs and condition the model now; sample and decode while the returned stream is read.
+
+    Memory does not grow with the video's length; the frames equal ``generate_video``'s bit for bit."""
     opt = options or GenerateOptions()
     t_start = time.perf_counter()
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -155,57 +175,34 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
         condition = system.condition(image, win_frames, opt.prompt_embeds)
         ref_pose = _render(keypoints[:1], hw, bgr)[:, 0][None].to(device)  # (1, 3, H, W) in 0..255
         ref = system.denoiser.ref_pose_encoder(ref_pose).to(dtype)
-        features = []
-        for w in windows:  # rendered per window: a whole long video of pose images would not fit in memory
-            pose_video = _render(keypoints[w.video_frames], hw, bgr)[None].to(device)  # (1, 3, T, H, W)
-            features.append(PoseFeatures(system.denoiser.pose_encoder(pose_video).to(dtype), ref))
     sp = dict(system.sparse)
     for key in ("top_k", "block_size", "mode", "local"):
         if getattr(opt, key) is not None:
             sp[key] = getattr(opt, key)
-    plans: list[SparsePlan | None] = []
-    for w in windows:
-        plans.append(build_plan(keypoints[w.video_frames], hw, **plan_options(sp)) if opt.sparse else None)
-    t_cond = time.perf_counter()
 
     steps = int(opt.steps if opt.steps is not None else system.schedule.get("steps", 30))
     guidance = float(opt.guidance if opt.guidance is not None else system.schedule.get("guidance", 5.0))
-    calls = [0]
+    keep = None
     if kind == "teacher" and guidance != 1.0:
         keep = torch.tensor([1.0, 0.0], device=device)  # batch of [conditional, unconditional]
         both = drop_condition(condition, keep)
         neg = opt.negative_prompt_embeds
         if neg is not None:
             both.text = torch.cat([condition.text, system.text_context(neg)])
-        feats = [drop_pose(f, keep) for f in features]
     else:
-        both, feats = condition, features
+        both = condition
+    conditioner = WindowConditioner(system, keypoints, hw, windows, ref, bgr,
+                                    plan_options(sp) if opt.sparse else None, keep=keep)
 
-    def predict_window(i: int, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        xb = x.expand(both.y.shape[0], -1, -1, -1, -1)
-        t = torch.full((xb.shape[0],), sigma_to_timestep(sigma), device=device, dtype=torch.float32)
-        with sparse_attention_enabled(system.denoiser, plans[i], opt.backend):
-            v = system.denoiser(xb, t, both, feats[i])
-        calls[0] += 1
-        return cfg_combine(v[:1], v[1:], guidance) if v.shape[0] == 2 else v
-
-    predict = windowed(predict_window, windows, num_latents)
     generator = torch.Generator().manual_seed(int(opt.seed))
     h, w = hw[0] // 8, hw[1] // 8
     z = system.config.transformer["out_channels"]
-    noise = torch.randn((1, z, num_latents, h, w), generator=generator).to(device, dtype)
-    with torch.no_grad():
-        if kind == "student":
-            timesteps = opt.timesteps or system.schedule.get("timesteps", [1000, 750, 500, 250])
-            x0 = sample_student(predict, noise, student_sigmas(timesteps, shift), generator=generator,
-                                callback=callback, cancel=cancel)
-        else:
-            x0 = sample_teacher(predict, noise, teacher_sigmas(steps, shift), callback=callback, cancel=cancel)
-        t_sample = time.perf_counter()
-        frames = system.decode(x0)[: len(poses)]
-    t_end = time.perf_counter()
-    return GenerationResult(
-        frames, float(poses.fps),
-        timings={"conditioning_s": t_cond - t_start, "sampling_s": t_sample - t_cond, "decode_s": t_end - t_sample,
-                 "total_s": t_end - t_start},
-        plans=[p.to_summary() for p in plans if p is not None], denoiser_calls=calls[0])
+    noise = FrameNoise((1, z, num_latents, h, w), generator)  # torch.randn's draw, made as sampling reaches it
+    if kind == "student":
+        timesteps = opt.timesteps or system.schedule.get("timesteps", [1000, 750, 500, 250])
+        sigmas = student_sigmas(timesteps, shift)
+    else:
+        sigmas = teacher_sigmas(steps, shift)
+    return VideoStream(system, conditioner, both, noise, sigmas, kind, generator, guidance, opt.backend,
+                       num_frames=len(poses), fps=float(poses.fps), started=t_start,
+                       setup_seconds=time.perf_counter() - t_start, callback=callback, cancel=cancel)

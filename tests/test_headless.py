@@ -44,6 +44,9 @@ class FakeComfy:
         self.prompts: dict[str, dict] = {}
         self.history: dict[str, dict] = {}
         self.files = {("IASA_00001_.mp4", "video", "output"): VIDEO_BYTES}
+        # the output list of the SaveVideo node (tests put hostile names here) and, when set, the upload answer
+        self.outputs: list = [{"filename": "IASA_00001_.mp4", "subfolder": "video", "type": "output"}]
+        self.upload_answer: dict | None = None
         self.inputs: dict[str, bytes] = {"speech.wav": b"an older, different speech.wav"}
         self.ws_clients: list[str] = []
         self._queues: dict[str, queue.Queue] = {}
@@ -71,8 +74,7 @@ class FakeComfy:
             send("execution_start", prompt_id=pid, timestamp=1)
             return
         if self.mode == "silent":  # every message missed; only the history tells
-            finish("success", [], {"3": {"images": [{"filename": "IASA_00001_.mp4", "subfolder": "video",
-                                                     "type": "output"}], "animated": [True]}})
+            finish("success", [], {"3": {"images": self.outputs, "animated": [True]}})
             return
         send("status", status={"exec_info": {"queue_remaining": 1}})
         send("execution_start", prompt_id=pid, timestamp=1)
@@ -98,8 +100,7 @@ class FakeComfy:
             if step == 2:  # a binary preview frame: 4-byte event type, 4-byte image type, image
                 q.put(struct.pack(">II", 1, 1) + b"\xff\xd8\xff\xe0 not really a jpeg")
         send("executing", node="3", display_node="3", prompt_id=pid)
-        out = {"images": [{"filename": "IASA_00001_.mp4", "subfolder": "video", "type": "output"}],
-               "animated": [True]}
+        out = {"images": self.outputs, "animated": [True]}
         send("executed", node="3", display_node="3", output=out, prompt_id=pid)
         send("execution_success", prompt_id=pid, timestamp=4)
         q.put(lambda: finish("success", [["execution_start", {"prompt_id": pid}],
@@ -196,6 +197,8 @@ def _make_handler(state: FakeComfy):
                     filename = f"{stem} ({i}){dot}{ext}"
                     i += 1
                 state.inputs[filename] = data
+                if state.upload_answer is not None:
+                    return self._json(200, state.upload_answer)
                 return self._json(200, {"name": filename, "subfolder": "", "type": "input"})
             self._send(404, b"")
 
@@ -425,3 +428,129 @@ def test_server_address_forms():
                                                                         "wss://comfy.example.org:443")
     with pytest.raises(ValueError):
         headless._split_server("127.0.0.1:notaport")
+
+
+# ----------------------------------------------------------------------------- server-given names
+
+
+@pytest.mark.parametrize("filename,subfolder,parts,changed", [
+    ("IASA_00001_.mp4", "video", ["video", "IASA_00001_.mp4"], False),
+    ("a.mp4", None, ["a.mp4"], False),
+    ("a.mp4", "x\\y", ["x", "y", "a.mp4"], False),
+    ("../a.mp4", "", ["a.mp4"], True),
+    ("a.mp4", "../../up", ["up", "a.mp4"], True),
+    ("a.mp4", "x/../y", ["x", "y", "a.mp4"], True),
+    ("/etc/a.mp4", "", ["etc", "a.mp4"], True),
+    ("a.mp4", "\\\\server\\share", ["server", "share", "a.mp4"], True),
+    ("..\\..\\w.mp4", "C:\\Windows", ["C_", "Windows", "w.mp4"], True),
+    ("new\nline\x00.mp4", "", ["new_line_.mp4"], True),
+])
+def test_safe_parts_makes_server_names_relative(filename, subfolder, parts, changed):
+    from iasa_core.headless_names import safe_parts
+
+    assert safe_parts(filename, subfolder) == (parts, changed)
+
+
+@pytest.mark.parametrize("filename,subfolder,match", [
+    (".", "", "names no file"), ("..", "video", "names no file"), ("", "", "names no file"),
+    ("video/", "", "names no file"), ("x/..", "", "names no file"), (5, "", "not a string"),
+    (["a"], "", "not a string"), (None, "", "not a string"), ("a.mp4", 7, "not a string"),
+    ("a" * 300, "", "longer than"),
+])
+def test_safe_parts_refuses_what_cannot_be_made_safe(filename, subfolder, match):
+    from iasa_core.headless_names import UnsafeName, safe_parts
+
+    with pytest.raises(UnsafeName, match=match):
+        safe_parts(filename, subfolder)
+
+
+def _files_under(root) -> dict[str, tuple[int, int]]:
+    """Every file and link below ``root`` (links not followed) with its size and modification time."""
+    import os
+
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def test_hostile_output_names_never_write_outside_out(comfy, workflow, tmp_path, capsys):
+    import os
+
+    box = tmp_path / "box"
+    out, outside = box / "out", box / "outside"
+    out.mkdir(parents=True)
+    outside.mkdir()
+    (out / "earlier.txt").write_text("an earlier download")  # --out exists and is not empty
+    os.symlink(outside, out / "link")  # a link inside --out that leads out of it
+    kept = {  # (filename, subfolder) -> where it must land, relative to --out
+        ("IASA_00001_.mp4", "video"): "video/IASA_00001_.mp4",
+        ("../escape.mp4", ""): "escape.mp4",
+        ("x.mp4", "../../outside"): "outside/x.mp4",
+        ("/tmp/abs.mp4", ""): "tmp/abs.mp4",
+        ("..\\..\\w.mp4", "C:\\Windows"): "C_/Windows/w.mp4",
+        ("nul\x00.mp4", ""): "nul_.mp4",
+    }
+    skipped = [(".", ""), ("..", "video"), ("", ""), (".", "."), ("..", ".."), ("link.mp4", "link"),
+               ("a" * 300, ""), (5, ""), (["a"], ""), ("a.mp4", 7), (None, "video")]
+    comfy.outputs = [{"filename": f, "subfolder": s, "type": "output"} for f, s in [*kept, *skipped]]
+    comfy.outputs.append({"filename": "IASA_00001_.mp4", "subfolder": "video", "type": "output"})  # listed twice
+    for i, (f, s) in enumerate([*kept, *skipped]):
+        if isinstance(f, str) and isinstance(s, str):
+            comfy.files.setdefault((f, s, "output"), b"file %d" % i)
+    before = _files_under(tmp_path)
+
+    rc = _cli([str(workflow), "--server", comfy.address, "--out", str(out)])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    after = _files_under(tmp_path)
+    changed = {p for p in after if before.get(p) != after[p]}
+    assert changed and all(os.path.realpath(p).startswith(str(out.resolve()) + os.sep) for p in changed), changed
+    assert not any(p.endswith(".part") for p in after)
+    assert not list(outside.iterdir()) and (out / "earlier.txt").read_text() == "an earlier download"
+    landed = {os.path.relpath(p, out) for p in changed}
+    assert landed == set(kept.values())
+    assert (out / "video" / "IASA_00001_.mp4").read_bytes() == VIDEO_BYTES
+    warnings = [line for line in text.out.splitlines() if line.startswith("warning: skipped")]
+    assert len(warnings) == len(skipped), text.out
+    assert "names no file" in text.out and "not a string" in text.out and "a link inside it leads out" in text.out
+    assert f"{len(kept)} files downloaded" in text.out
+
+
+def test_hostile_names_through_the_library_leave_nothing_outside(comfy, tmp_path):
+    comfy.outputs = [{"filename": ".", "subfolder": ""}, {"filename": "..", "subfolder": ""},
+                     {"filename": "../../up.mp4", "subfolder": "../.."}]
+    comfy.files[("../../up.mp4", "../..", "output")] = b"up"
+    out = tmp_path / "deep" / "out"
+    lines: list[str] = []
+    result = headless.run_workflow(PROMPT, comfy.address, out_dir=out, log=lines.append)
+    assert result.outputs == [out / "up.mp4"] and (out / "up.mp4").read_bytes() == b"up"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "out", "up.mp4"]
+    assert sum(line.startswith("warning: skipped") for line in lines) == 2
+
+
+@pytest.mark.parametrize("answer", [{"name": "../../evil.wav", "subfolder": ""}, {"name": 5},
+                                    {"name": "speech.wav", "subfolder": "/abs"}, {"name": "a\nb.wav"}])
+def test_an_unsafe_stored_upload_name_is_refused(comfy, workflow, tmp_path, capsys, answer):
+    speech = tmp_path / "speech.wav"
+    speech.write_bytes(b"RIFF fake wav")
+    comfy.upload_answer = answer
+    rc = _cli([str(workflow), "--server", comfy.address, "--out", str(tmp_path / "o"), "--upload", str(speech)])
+    err = capsys.readouterr().err
+    assert rc == 2 and ("not a plain relative file name" in err or "is not a string" in err), err
+    assert "\nb.wav" not in err and not comfy.prompts
+
+
+def test_a_stored_upload_name_in_a_subfolder_is_used(comfy, workflow, tmp_path, capsys):
+    speech = tmp_path / "speech.wav"
+    speech.write_bytes(b"RIFF fake wav")
+    comfy.upload_answer = {"name": "speech.wav", "subfolder": "clips", "type": "input"}
+    rc = _cli([str(workflow), "--server", comfy.address, "--out", str(tmp_path / "o"), "--upload", str(speech)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "the server stored it as 'clips/speech.wav'; set 1.audio_file to it" in text
+    (sent,) = comfy.prompts.values()
+    assert sent["1"]["inputs"]["audio_file"] == "clips/speech.wav"

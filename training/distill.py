@@ -35,7 +35,7 @@ from .model_setup import (
     cast_frozen,
     enable_checkpointing,
     frozen_copy,
-    load_system,
+    load_teacher,
     make_optimizer,
     make_trainable,
     open_dataset,
@@ -192,8 +192,9 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
     try:
         out_dir = Path(cfg.run.output_dir)
         torch.manual_seed(cfg.run.seed)
-        system = load_system(cfg.teacher, rt.device)
+        # the dataset first: a damaged shard is reported before minutes of model loading
         dataset = dataset if dataset is not None else open_dataset(cfg.data.root)
+        system = load_teacher(cfg.teacher, rt.device)
         sparse = sparse_settings(system, cfg.sparse)
         share = cfg.lora.rank > 0  # LoRA: one frozen base under teacher, critic and student
         teacher = PosedDenoiser(frozen_copy(system.denoiser, share))

@@ -36,6 +36,21 @@ def load_system(spec: ModelSpec, device: torch.device) -> PoseWanSystem:
     return system.eval()
 
 
+def load_teacher(spec: ModelSpec, device: torch.device) -> PoseWanSystem:
+    """The teacher a distillation starts from (``load_system``); a missing teacher file says how to make one."""
+    try:
+        return load_system(spec, device)
+    except FileNotFoundError:
+        path = Path(spec.spec).expanduser()
+        if path.suffix != ".safetensors" or path.exists():
+            raise  # a preset, a repo or another missing file (a LoRA, the VAE): its own message says which
+        raise FileNotFoundError(
+            f"teacher.spec: the teacher model {spec.spec} does not exist ({path.resolve()}; relative paths are "
+            "from the current folder). Train one first with `python -m training.finetune_teacher --config "
+            "training/configs/teacher_tiny_cpu.yaml` (it writes teacher.safetensors in its run.output_dir) and "
+            "set teacher.spec to that file, or give a preset name or a Hugging Face repo id") from None
+
+
 def make_trainable(denoiser: PoseWanTransformer, lora: LoraConfig) -> list[nn.Parameter]:
     """Add LoRA adapters (rank > 0) or unfreeze everything (rank 0); returns the parameters to optimise."""
     denoiser.requires_grad_(False)

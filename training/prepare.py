@@ -115,15 +115,17 @@ def _load_detector(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the preparation; 0 on success, 1 when no clip could be made, 2 on a usage or setup error."""
-    from .data.pipeline import format_report, prepare_dataset
+    from .data.pipeline import format_report, prepare_dataset, source_videos
     from .data.store import check_output_dir
 
     args = build_parser().parse_args(argv)
     try:
         opts = options_from_args(args)
-        # Before loading DWPose: an option mismatch should not wait for the weights to load.
+        # Before loading DWPose: a missing folder or an option mismatch should not wait for the weights to
+        # load, nor hide behind a message about missing weights.
+        source_videos(args.videos, args.keypoints)
         check_output_dir(args.out, opts, create=False)
-    except PrepareError as exc:
+    except (PrepareError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     detector = None

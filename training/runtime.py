@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from .checkpoint_files import CheckpointError, damage, read_checkpoint_files
 from .config import ConfigError, RunConfig, to_dict
 
 
@@ -210,13 +211,30 @@ def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach() for n, p in unwrap(module).named_parameters() if p.requires_grad}
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
+def complete_checkpoints(out_dir: Path) -> list[Path]:
+    """The complete checkpoint folders (renamed into place), oldest first."""
     root = out_dir / CHECKPOINT_DIR
     if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file())
-    return done[-1] if done else None
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / "state.json").is_file())
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def latest_checkpoint(out_dir: Path, warn: Callable[[str], None] = _warn) -> Path | None:
+    """The newest complete checkpoint folder whose files look whole, or None; damaged newer ones are reported."""
+    found = complete_checkpoints(out_dir)
+    for path in reversed(found):
+        problem = damage(path)
+        if problem is None:
+            return path
+        warn(f"checkpoint {path} is damaged ({problem}); using the one before it")
+    if found:
+        raise CheckpointError(f"every checkpoint in {out_dir / CHECKPOINT_DIR} is damaged; move the folder away "
+                              "to start the run over")
+    return None
 
 
 def save_checkpoint(out_dir: Path, step: int, modules: dict[str, dict[str, torch.Tensor]],
@@ -251,8 +269,16 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizers: dict[
     """Restore trainable weights and optimizer states from ``save_checkpoint``'s folder.
 
     Returns state.json and every stored tensor by its key (``part/name``), for parts that are not modules (EMA).
+    Every file is read before anything is restored: a damaged one raises CheckpointError and changes nothing.
     """
-    tensors = load_file(str(path / "weights.safetensors"))
+    return apply_checkpoint(path, read_checkpoint_files(path), modules, optimizers)
+
+
+def apply_checkpoint(path: Path, files: tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]],
+                     modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]
+                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Copy what ``read_checkpoint_files`` read into the modules and optimizers; returns state.json and the tensors."""
+    state, tensors, states = files
     for part, module in modules.items():
         params = dict(unwrap(module).named_parameters())
         prefix = f"{part}/"
@@ -265,10 +291,18 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module], optimizers: dict[
         with torch.no_grad():
             for name, value in found.items():
                 params[name].copy_(value)
-    states = torch.load(path / "optimizers.pt", map_location="cpu", weights_only=True)
     for key, opt in optimizers.items():
         opt.load_state_dict(states[key])
-    return read_checkpoint_state(path), tensors
+    return state, tensors
+
+
+def _set_aside(path: Path, problem: Exception) -> None:
+    """Rename a damaged checkpoint out of the step-* sequence, so that pruning never keeps it over a good one."""
+    aside = path.with_name(f"damaged-{path.name}")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(path, aside)
+    _warn(f"checkpoint {path} is damaged ({problem}); moved it to {aside.name} and resuming from the one before")
 
 
 def check_resume(state: dict[str, Any], cfg: Any, sections: tuple[str, ...], path: Path) -> None:
@@ -290,15 +324,26 @@ def resume_run(out_dir: Path, cfg: Any, sections: tuple[str, ...], modules: dict
     the main process writes the run's config.yaml.
     """
     start, tensors = 0, {}
-    resume = latest_checkpoint(out_dir)
-    if resume is not None:
-        check_resume(read_checkpoint_state(resume), cfg, sections, resume)
-        state, tensors = load_checkpoint(resume, modules, optimizers)
+    found = complete_checkpoints(out_dir)
+    for resume in reversed(found):
+        try:
+            files = read_checkpoint_files(resume)
+        except CheckpointError as exc:
+            if rt.is_main:
+                _set_aside(resume, exc)
+            continue
+        check_resume(files[0], cfg, sections, resume)
+        state, tensors = apply_checkpoint(resume, files, modules, optimizers)
         start = int(state["step"])
         for sched in schedulers:
             sched.last_epoch = start
         if rt.is_main:
             print(f"resuming from {resume} (step {start})", file=sys.stderr)
+        break
+    else:
+        if found:
+            raise CheckpointError(f"every checkpoint in {out_dir / CHECKPOINT_DIR} is damaged; they were set aside "
+                                  "as damaged-step-*, so running again starts the run over from step 0")
     if rt.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

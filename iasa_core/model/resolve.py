@@ -65,9 +65,8 @@ def resolve_model_file(
     if given.is_file():
         return given
     name = str(name_or_path)
-    searched: list[str] = []
-    if given.is_absolute():
-        searched.append(str(given))
+    # the name itself was tried as a path first: say where (a relative one from the current folder)
+    searched = [str(given) if given.is_absolute() else f"{given} (from the current folder {Path.cwd()})"]
     dirs = [Path(d).expanduser() for d in search_dirs]
     for d in dirs:
         searched.append(str(d) if d.is_dir() else f"{d} (does not exist)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from torch.nn import functional as F
 from ..pose.layout import ALL_REGIONS
 from .pose_wan import Condition, PoseWanTransformer
 from .presets import PoseWanConfig
-from .vae_codec import decode_latents, encode_posterior
+from .vae_codec import StreamDecoder, decode_latents, encode_posterior
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -176,6 +177,29 @@ class PoseWanSystem:
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents (1, z, F, h, w) -> frames (T, H, W, 3) uint8."""
-        video = self.decode_tensor(latents)
-        frames = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return frames.permute(1, 2, 3, 0).cpu().numpy()
+        chunks = list(self.decode_frames([latents]))
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def decode_frames(self, latents: Iterable[torch.Tensor]) -> Iterator[np.ndarray]:
+        """Consecutive pieces of latents (1, z, f, h, w) -> frames (t, H, W, 3) uint8, a chunk at a time.
+
+        The VAE runs on the same chunks however the latents are cut, so the frames equal ``decode``'s."""
+        vp = next(self.vae.parameters())
+        decoder = StreamDecoder(self.vae)
+
+        def frames(video: torch.Tensor) -> np.ndarray:
+            pixels = ((video.to(vp.dtype)[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            return pixels.permute(1, 2, 3, 0).cpu().numpy()
+
+        for piece in latents:
+            x = piece.to(vp.device, vp.dtype)
+            mean, std = self._latent_stats(x)
+            # autocast is entered per call, never held across a yield: it is thread state the caller shares
+            with torch.no_grad(), self.vae_autocast():
+                ready = decoder.push(x * std + mean)
+            for video in ready:
+                yield frames(video)
+        with torch.no_grad(), self.vae_autocast():
+            ready = decoder.finish()
+        for video in ready:
+            yield frames(video)

@@ -116,19 +116,88 @@ def decode_latents(vae: AutoencoderKLWan, z: torch.Tensor, chunk: int | None = N
 
     ``clamp=False`` returns the decoder's raw output (training: a clamp has no gradient outside the range).
     """
-    if z.ndim != 5:
-        raise ValueError(f"latents must be (batch, channels, frames, height, width); got {tuple(z.shape)}")
-    if not _streamable(vae):
-        if not clamp:
-            raise ValueError("clamp=False needs a Wan2.1-style VAE (no patching, no tiling)")
-        return vae.decode(z).sample
-    ratio = 2 ** len(vae.config.temperal_downsample)
-    chunk = chunk or chunk_latents(vae, z.shape[-2] * ratio, z.shape[-1] * ratio)
-    cache: list = [None] * _conv_count(vae, "decoder")
-    with fast_cpu_layers(vae):
-        x = vae.post_quant_conv(z)
-        outs = [vae.decoder(x[:, :, :1], feat_cache=cache, feat_idx=[0], first_chunk=True)]
-        for start in range(1, x.shape[2], chunk):
-            outs.append(vae.decoder(x[:, :, start:start + chunk], feat_cache=cache, feat_idx=[0]))
-    out = torch.cat(outs, dim=2)
-    return torch.clamp(out, -1.0, 1.0) if clamp else out
+    decoder = StreamDecoder(vae, chunk, clamp=clamp)
+    outs = decoder.push(z) + decoder.finish()
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+
+
+class StreamDecoder:
+    """Decode latents handed over in pieces of any length; pixels come out as soon as a chunk is complete.
+
+    The decoder always runs on the same chunks (the first latent frame alone, then ``chunk`` frames at a
+    time) whatever the pieces, so a video decoded piece by piece is bit-identical to one decoded whole,
+    and memory holds one chunk of pixels instead of the whole video. A VAE that cannot stream (patched,
+    residual or tiled) decodes everything at ``finish``.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan, chunk: int | None = None, *, clamp: bool = True):
+        self.vae = vae
+        self.chunk = chunk
+        self.clamp = clamp
+        self.streamable = _streamable(vae)
+        self._pending: list[torch.Tensor] = []  # post-quant latents (raw ones when not streamable)
+        self._cache: list | None = None  # the causal convolutions' carried frames; None before the first chunk
+
+    def _check(self, z: torch.Tensor) -> None:
+        if z.ndim != 5:
+            raise ValueError(f"latents must be (batch, channels, frames, height, width); got {tuple(z.shape)}")
+
+    def push(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Add raw latents (B, z, f, h, w); return the pixel chunks (B, 3, t, H, W) completed by them."""
+        self._check(z)
+        if not self.streamable:
+            if not self.clamp:
+                raise ValueError("clamp=False needs a Wan2.1-style VAE (no patching, no tiling)")
+            self._pending.append(z)
+            return []
+        if self.chunk is None:
+            ratio = 2 ** len(self.vae.config.temperal_downsample)
+            self.chunk = chunk_latents(self.vae, z.shape[-2] * ratio, z.shape[-1] * ratio)
+        with fast_cpu_layers(self.vae):
+            self._pending.append(self.vae.post_quant_conv(z))
+        return self._run(final=False)
+
+    def finish(self) -> list[torch.Tensor]:
+        """Decode what is left (a last, shorter chunk); the decoder cannot be used afterwards."""
+        if not self.streamable:
+            if not self._pending:
+                return []
+            z = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending, dim=2)
+            self._pending = []
+            return [self.vae.decode(z).sample]
+        return self._run(final=True)
+
+    def _take(self, frames: int) -> torch.Tensor:
+        """The first ``frames`` pending latent frames, removed from the queue (a view when one piece holds them)."""
+        head = self._pending[0]
+        if head.shape[2] >= frames:
+            # a view of the piece, as the whole-video decode slices one tensor
+            taken, rest = head[:, :, :frames], head[:, :, frames:]
+            self._pending = ([rest] if rest.shape[2] else []) + self._pending[1:]
+            return taken
+        parts, need = [], frames
+        while need:
+            head = self._pending[0]
+            n = min(need, head.shape[2])
+            parts.append(head[:, :, :n])
+            self._pending = ([head[:, :, n:]] if head.shape[2] > n else []) + self._pending[1:]
+            need -= n
+        return torch.cat(parts, dim=2)
+
+    def _run(self, final: bool) -> list[torch.Tensor]:
+        outs = []
+        with fast_cpu_layers(self.vae):
+            while True:
+                have = sum(p.shape[2] for p in self._pending)
+                first = self._cache is None
+                want = 1 if first else self.chunk
+                if have == 0 or (have < want and not final):
+                    break
+                x = self._take(min(want, have))
+                if first:
+                    self._cache = [None] * _conv_count(self.vae, "decoder")
+                    out = self.vae.decoder(x, feat_cache=self._cache, feat_idx=[0], first_chunk=True)
+                else:
+                    out = self.vae.decoder(x, feat_cache=self._cache, feat_idx=[0])
+                outs.append(torch.clamp(out, -1.0, 1.0) if self.clamp else out)
+        return outs

@@ -26,6 +26,7 @@ NOISE_MARGIN_DB = 10.0        # ... and starts at least this far above the clip'
 MIN_RANGE_DB = 12.0           # a clip without dynamics still gets a usable (non-empty) range
 SILENT_PEAK_DBFS = -70.0      # a clip whose peak is below this is treated as all silence
 ONSET_MIN_SPACING_S = 0.08    # two onsets closer than this are one event
+YIN_BLOCK = 2048              # analysis frames (20 s) per block of spectra: memory stays flat in the length
 
 
 @dataclass
@@ -100,16 +101,27 @@ def _map_loudness(db: np.ndarray) -> np.ndarray:
     return np.clip((db - floor) / (peak - floor), 0.0, 1.0)
 
 
+def _power(frames: np.ndarray) -> np.ndarray:
+    """Power spectra of Hann-windowed analysis frames (n, FLUX_WIN)."""
+    return np.abs(sfft.rfft(frames * np.hanning(FLUX_WIN).astype(np.float32), axis=1)) ** 2
+
+
 def _onset_novelty(x: np.ndarray, n: int, loud: np.ndarray) -> np.ndarray:
-    fr = _frames(x, FLUX_WIN, n) * np.hanning(FLUX_WIN).astype(np.float32)
-    power = np.abs(sfft.rfft(fr, axis=1)) ** 2
-    ref = float(power.max())
+    fr = _frames(x, FLUX_WIN, n)
+    # Spectra are made a block of frames at a time, twice (the floor needs the loudest bin of the whole
+    # clip first): all at once they took over 500 MB for 10 minutes. Each frame's numbers are the same.
+    blocks = range(0, n, YIN_BLOCK)
+    ref = max(float(_power(fr[a:a + YIN_BLOCK]).max()) for a in blocks)
     if ref <= 0:
         return np.zeros(n)
-    # dB spectrogram with a floor 80 dB under the loudest bin: level-invariant, silence-safe.
-    spec = 10.0 * np.log10(np.maximum(power, ref * 1e-8))
     flux = np.zeros(n)
-    flux[1:] = np.maximum(spec[1:] - spec[:-1], 0.0).mean(axis=1)
+    last = None  # the previous block's last spectrum, for the first difference of the next block
+    for a in blocks:
+        # dB spectrogram with a floor 80 dB under the loudest bin: level-invariant, silence-safe.
+        spec = 10.0 * np.log10(np.maximum(_power(fr[a:a + YIN_BLOCK]), ref * 1e-8))
+        before = spec[:-1] if last is None else np.concatenate([last, spec[:-1]])
+        flux[max(a, 1):a + len(spec)] = np.maximum(spec[1 if last is None else 0:] - before, 0.0).mean(axis=1)
+        last = spec[-1:]
     # Novelty = flux above its local mean (0.3 s), gated to where there is sound at all.
     nov = np.maximum(flux - ndimage.uniform_filter1d(flux, 31, mode="nearest"), 0.0)
     nov *= np.clip(ndimage.maximum_filter1d(loud, 5) / 0.1, 0.0, 1.0)
@@ -121,12 +133,23 @@ def _onset_novelty(x: np.ndarray, n: int, loud: np.ndarray) -> np.ndarray:
 
 
 def _yin(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pitch (Hz, 0 unvoiced) and periodicity flag per analysis frame (vectorised YIN)."""
+    """Pitch (Hz, 0 unvoiced) and periodicity flag per analysis frame (vectorised YIN, in blocks of frames)."""
+    tau_max = int(math.ceil(ANALYSIS_SR / FMIN)) + 1
+    fr = _frames(x, YIN_WIN + tau_max + 1, n)
+    f0, has = np.empty(n), np.empty(n, dtype=bool)
+    # Every frame is computed on its own, so blocks give the same numbers; all at once, the spectra and
+    # difference functions of 10 minutes of audio took 2 GB.
+    for a in range(0, n, YIN_BLOCK):
+        f0[a:a + YIN_BLOCK], has[a:a + YIN_BLOCK] = _yin_frames(fr[a:a + YIN_BLOCK])
+    return f0, has
+
+
+def _yin_frames(fr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """YIN on analysis frames (n, YIN_WIN + tau_max + 1): pitch (Hz, 0 unvoiced) and periodicity flag."""
     tau_min = int(ANALYSIS_SR / FMAX)
     tau_max = int(math.ceil(ANALYSIS_SR / FMIN)) + 1
-    length = YIN_WIN + tau_max + 1
+    n, length = fr.shape
     nfft = 1 << int(math.ceil(math.log2(length)))
-    fr = _frames(x, length, n)
     head = np.zeros((n, nfft), dtype=np.float32)
     head[:, :YIN_WIN] = fr[:, :YIN_WIN]
     spec_f = sfft.rfft(fr, n=nfft, axis=1)

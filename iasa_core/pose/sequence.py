@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ _OP18_SRC = np.array(_OP18_BODY, dtype=np.int64)
 # normalised ones, so they are left as pixels. On larger canvases a frame whose present coordinates
 # all fit in [0, 1] is taken to be normalised (a pixel frame that small would be degenerate anyway).
 _MIN_CANVAS_FOR_NORMALISED = 2
+_FRAMES_PER_WRITE = 256
 
 
 @dataclass
@@ -95,20 +96,21 @@ class PoseSequence:
 
     def to_pose_keypoint(self, normalized: bool = False) -> list[dict]:
         """Return ComfyUI POSE_KEYPOINT: one OpenPose-JSON dict per frame (one person)."""
-        # float64 so that x / W * W comes back to the same float32 on the way in.
-        kp = self.keypoints.astype(np.float64)
+        return list(self.iter_pose_keypoint(normalized))
+
+    def iter_pose_keypoint(self, normalized: bool = False) -> Iterator[dict]:
+        """``to_pose_keypoint``'s frames one at a time (a long video's dicts take far more memory than its array)."""
         scale = np.array([self.width, self.height], dtype=np.float64) if normalized else None
-        frames = []
         for t in range(len(self)):
-            pts = kp[t]
+            # float64 so that x / W * W comes back to the same float32 on the way in.
+            pts = self.keypoints[t].astype(np.float64)
             if not (pts[:, 2] > 0).any():
-                frames.append({"people": [], "canvas_width": self.width, "canvas_height": self.height})
+                yield {"people": [], "canvas_width": self.width, "canvas_height": self.height}
                 continue
             person = {BODY_KEY: _flatten(_openpose18_body(pts), scale)}
             for key, idx in _PART_KEYS:
                 person[key] = _flatten(pts[list(idx)], scale)
-            frames.append({"people": [person], "canvas_width": self.width, "canvas_height": self.height})
-        return frames
+            yield {"people": [person], "canvas_width": self.width, "canvas_height": self.height}
 
     # ------------------------------------------------------------------ from POSE_KEYPOINT
 
@@ -161,10 +163,6 @@ class PoseSequence:
 
     def save_json(self, path: str | os.PathLike) -> None:
         """Write the POSE_KEYPOINT list (pixels) with an extra "fps" key in every frame."""
-        frames = self.to_pose_keypoint()
-        for frame in frames:
-            frame["fps"] = self.fps
-        text = json.dumps(frames)  # dumps uses the C encoder; dump() streams through the slow Python one
         # Written next to the target and renamed: an interrupted write never leaves half a file under the name.
         tmp = f"{os.fspath(path)}.{os.getpid()}.partial"
         parent = os.path.dirname(os.fspath(path))
@@ -172,7 +170,17 @@ class PoseSequence:
             os.makedirs(parent, exist_ok=True)  # as write_video does
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
+                fh.write("[")
+                # The text json.dumps(list) gives, a few hundred frames at a time: the whole list of dicts
+                # and its text took 0.5 GB for 10 minutes. dumps uses the C encoder; dump() the slow Python one.
+                batch: list[str] = []
+                for i, frame in enumerate(self.iter_pose_keypoint()):
+                    frame["fps"] = self.fps
+                    batch.append(json.dumps(frame))
+                    if len(batch) == _FRAMES_PER_WRITE or i == len(self) - 1:
+                        fh.write((", " if i >= len(batch) else "") + ", ".join(batch))
+                        batch = []
+                fh.write("]")
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

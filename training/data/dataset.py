@@ -59,6 +59,39 @@ class ClipDataset(Dataset):
             if missing:
                 raise DatasetError(f"{manifest}, line {n + 1}: missing {missing}; the manifest is damaged, "
                                    f"prepare the dataset again")
+        self._check_shards()
+
+    def _check_shards(self) -> None:
+        """Open every shard once (its header only) so a missing, truncated or incomplete one stops the run now.
+
+        Found only when first sampled, a damaged shard would end a long run hours in, or never show in a short one.
+        """
+        from safetensors import SafetensorError, safe_open
+
+        by_shard: dict[str, list[dict[str, Any]]] = {}
+        for rec in self.clips:
+            by_shard.setdefault(rec["shard"], []).append(rec)
+        for shard, recs in by_shard.items():
+            path = self.root / shard
+            if not path.is_file():
+                raise DatasetError(self._rebuild(shard, recs, "is missing"))
+            try:
+                # safetensors checks the header against the file's size: a truncated file fails here
+                with safe_open(str(path), framework="pt") as fh:
+                    keys = set(fh.keys())
+            except (SafetensorError, OSError) as exc:
+                raise DatasetError(self._rebuild(shard, recs, f"is damaged or truncated ({exc})")) from None
+            absent = [f"{rec['key']}.{name}" for rec in recs for name in TENSOR_NAMES
+                      if f"{rec['key']}.{name}" not in keys]
+            if absent:
+                raise DatasetError(self._rebuild(shard, recs, f"lacks tensors {absent[:4]}"))
+
+    def _rebuild(self, shard: str, recs: list[dict[str, Any]], problem: str) -> str:
+        """The message for a shard that cannot be read: which clips and videos, and how to make it again."""
+        videos = sorted({str(r.get("video")) for r in recs})
+        return (f"dataset {self.root}: shard {shard} (clips {', '.join(r['clip_id'] for r in recs[:3])}"
+                f"{', ...' if len(recs) > 3 else ''}) {problem}. Delete the lines of video {', '.join(videos[:3])} "
+                f"from {store.PROGRESS} and run training.prepare again with the same options to rebuild it")
 
     def __len__(self) -> int:
         """Number of clips."""

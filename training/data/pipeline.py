@@ -342,6 +342,17 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def source_videos(videos_dir: str | Path, keypoints_dir: str | Path | None = None) -> list[Path]:
+    """The videos under ``videos_dir``; FileNotFoundError / PrepareError when a folder is missing or holds none."""
+    if keypoints_dir is not None and not Path(keypoints_dir).is_dir():
+        raise PrepareError(f"--keypoints {keypoints_dir}: no such folder; give the folder of <video name>.json files")
+    videos = find_videos(videos_dir)
+    if not videos:
+        raise PrepareError(f"--videos {videos_dir}: no video files ({', '.join(VIDEO_EXTENSIONS)}) found in it "
+                           "or its sub-folders")
+    return videos
+
+
 def prepare_dataset(videos_dir: str | Path, out_dir: str | Path, options: PrepareOptions | None = None,
                     keypoints_dir: str | Path | None = None, detector: VideoDetector | None = None,
                     progress: bool = True, retry_failed: bool = False) -> dict[str, Any]:
@@ -357,12 +368,7 @@ def prepare_dataset(videos_dir: str | Path, out_dir: str | Path, options: Prepar
                            "DWPose detect them (put its weights in --dwpose-dir)")
     videos_dir = Path(videos_dir)
     kdir = Path(keypoints_dir) if keypoints_dir is not None else None
-    if kdir is not None and not kdir.is_dir():
-        raise PrepareError(f"--keypoints {kdir}: no such folder; give the folder of <video name>.json files")
-    videos = find_videos(videos_dir)
-    if not videos:
-        raise PrepareError(f"--videos {videos_dir}: no video files ({', '.join(VIDEO_EXTENSIONS)}) found in it "
-                           "or its sub-folders")
+    videos = source_videos(videos_dir, kdir)
     out = store.check_output_dir(out_dir, opts)
     run = {"found": len(videos), "processed": 0, "skipped": 0}
     with store.locked(out):
