@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
 from .node_support import DTYPES, pick_device, pick_dtype
-from .sparse.grid import parse_size
 
 
 def _lora(text: str) -> tuple[str, float]:
+    """``PATH[:STRENGTH]``; a strength that is not a finite number is refused here, naming the flag."""
     path, sep, strength = text.rpartition(":")
-    if sep and path and strength.replace(".", "", 1).lstrip("-").isdigit():
-        return path, float(strength)
-    return text, 1.0
+    if not (sep and path):
+        return text, 1.0
+    try:
+        value = float(strength)
+    except ValueError:
+        return text, 1.0  # no number after the last colon: the colon belongs to the path
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text}: the strength {strength!r} must be a finite number, e.g. "
+                                         f"{path}:0.8")
+    return path, value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,7 +38,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "an HF repo id (default embedded)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--audio", help="audio to put in the video (e.g. the speech the poses were made from)")
-    p.add_argument("--size", help="video size HxW, multiples of 16 (default: the image's, rounded down)")
+    p.add_argument("--size", help="video size HxW, multiples of 16 (default: the model's own size, e.g. 128 on the "
+                                  "short side for the embedded models, with the image's aspect ratio)")
+    p.add_argument("--allow-large-size", action="store_true",
+                   help="allow a --size above 1280x720 pixels (memory grows with the pixels: 4096x4096 needs over "
+                        "20 GB)")
     p.add_argument("--sampler", choices=("auto", "student", "teacher"), default="auto",
                    help="auto: the model's own kind (students: 4 steps; Wan teachers: Euler + CFG)")
     p.add_argument("--steps", type=int, help="teacher Euler steps (default: the model's stored value, else 30)")
@@ -62,6 +74,52 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+# What the library's checks call each GenerateOptions field on this command line.
+FLAGS = {"sampler": "--sampler", "timesteps": "--timesteps", "steps": "--steps", "guidance": "--guidance",
+         "shift": "--shift", "seed": "--seed", "top_k": "--top-k", "backend": "--backend",
+         "window_frames": "--window-frames", "overlap_latents": "--overlap", "size": "--size",
+         "size_fix": "give a smaller --size (or none: the model's own size), or add --allow-large-size to try it "
+                     "anyway"}
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """GenerateOptions' values from the flags, every one checked (before anything heavy is imported)."""
+    from types import SimpleNamespace
+
+    from . import validate
+
+    timesteps = validate.parse_numbers(args.timesteps, "--timesteps") if args.timesteps else None
+    size = validate.parse_size(args.size, "--size") if args.size else None
+    values = dict(sampler=args.sampler, timesteps=timesteps, steps=args.steps, guidance=args.guidance,
+                  shift=args.shift, seed=args.seed, sparse=not args.dense, top_k=args.top_k, backend=args.backend,
+                  window_frames=args.window_frames, overlap_latents=args.overlap, size=size,
+                  pose_bgr=True if args.bgr_poses else None, allow_large_size=args.allow_large_size)
+    validate.generate_options(SimpleNamespace(**values), FLAGS)
+    return values
+
+
+def _inputs(args: argparse.Namespace):
+    """Poses, image and audio read and checked; the poses' fps must be one a video can have."""
+    from . import validate
+    from .media import load_image
+    from .pose.cli_poses import load_poses_arg
+
+    poses = load_poses_arg(args.poses, "--poses")
+    validate.poses_with_person(poses.keypoints, f"--poses {args.poses}")
+    validate.fps(poses.fps, f"the fps stored in --poses {args.poses}")
+    image = load_image(args.image, name="--image")
+    validate.reference_image(image.shape, f"--image {args.image}")
+    audio = None
+    if args.audio:
+        from .audio import load_audio
+
+        audio = load_audio(args.audio, name="--audio", limit_name=None)
+    from .pipeline import fit_poses
+
+    fit_poses(poses, image.shape[:2], image.shape[:2])  # the canvas-vs-image check, before the model loads
+    return poses, image, audio
+
+
 def _densities(plans: list[dict]) -> str:
     """Each window's block density, or their range when there are many (a 10-minute video has hundreds)."""
     values = [p["density"] for p in plans]
@@ -73,54 +131,61 @@ def _densities(plans: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load, sample, write; prints the time of each stage."""
-    from .media import load_image, write_video
-    from .model.loading import load_model
-    from .pipeline import GenerateOptions, stream_video
-    from .pose.sequence import PoseSequence
+    """Check everything, load, sample, write; prints the time of each stage."""
+    from . import validate
+    from .output_paths import output_video
 
-    poses = PoseSequence.load_json(args.poses)
-    image = load_image(args.image, name="--image")
-    audio = None
-    if args.audio:
-        from .audio import load_audio
-
-        audio = load_audio(args.audio, name="--audio")
+    # The checks import only light modules: a bad value is refused in a second, before diffusers is imported.
+    out_path = output_video(args.out, "--out", inputs=(args.poses, args.image, args.audio))
+    values = _options(args)
+    if (args.prompt is not None or args.negative_prompt is not None) and not args.text_encoder:
+        raise ValueError("--prompt/--negative-prompt need --text-encoder (a UMT5 folder); without them the "
+                         "model's stored prompt is used")
     device = pick_device(args.device or "auto")
     dtype = pick_dtype(args.dtype or "auto", device)
+    validate.runtime(args.backend if not args.dense else "dense", device, dtype,
+                     {"backend": "--backend", "dtype": "--dtype"})
+    poses, image, audio = _inputs(args)
+    from .media import write_video
+    from .model.loading import load_model
+    from .model.native_size import native_size
+    from .pipeline import GenerateOptions, stream_video
+
+    options = GenerateOptions(**values)
     t0 = time.perf_counter()
     system = load_model(args.model, search_dirs=args.models, allow_download=args.download,
                         pose_weights=args.pose_weights, vae=args.vae, image_encoder=args.image_encoder,
                         loras=args.lora, seed=args.seed).to(device, dtype)
     print(f"model: {system.source} on {device} ({dtype}), loaded in {time.perf_counter() - t0:.1f} s")
-    timesteps = [float(t) for t in args.timesteps.split(",")] if args.timesteps else None
-    prompt = negative = None
+    if options.size is None:
+        options.size = native_size(system.config, image.shape[:2])
+        validate.video_size(options.size, f"the model's size for the shape of --image {args.image}",
+                            allow_large=args.allow_large_size,
+                            fix="crop --image closer to the person, give --size, or add --allow-large-size")
     if args.prompt is not None or args.negative_prompt is not None:
-        if not args.text_encoder:
-            raise ValueError("--prompt/--negative-prompt need --text-encoder (a UMT5 folder); without them the "
-                             "model's stored prompt is used")
         from .model.text import PromptEncoder
 
         encoder = PromptEncoder(args.text_encoder, allow_download=args.download)
-        prompt = encoder(args.prompt) if args.prompt is not None else None
-        negative = encoder(args.negative_prompt) if args.negative_prompt is not None else None
+        options.prompt_embeds = encoder(args.prompt) if args.prompt is not None else None
+        options.negative_prompt_embeds = encoder(args.negative_prompt) if args.negative_prompt is not None else None
         del encoder  # 11 GB for the real one: free it before sampling
-    options = GenerateOptions(sampler=args.sampler, timesteps=timesteps, steps=args.steps, guidance=args.guidance,
-                              shift=args.shift, seed=args.seed, sparse=not args.dense, top_k=args.top_k,
-                              backend=args.backend, window_frames=args.window_frames,
-                              overlap_latents=args.overlap, size=parse_size(args.size) if args.size else None,
-                              pose_bgr=True if args.bgr_poses else None, prompt_embeds=prompt,
-                              negative_prompt_embeds=negative)
+
+    line_open = [False]
 
     def progress(step: int, total: int) -> None:
         print(f"\rstep {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
+        line_open[0] = step != total
 
     from .memory import map_large_blocks
 
     map_large_blocks()  # the peak memory then stays flat in the video's length (see iasa_core/memory.py)
     stream = stream_video(system, image, poses, options, callback=progress)
-    # frames are written as they are decoded (renamed into place at the end): memory stays flat in the length
-    out = write_video(args.out, stream, stream.fps, audio=audio)
+    try:
+        # frames are written as they are decoded (renamed into place at the end): memory stays flat in the length
+        out = write_video(out_path, stream, stream.fps, audio=audio)
+    finally:
+        if line_open[0]:  # stopped mid-sampling (an error, Ctrl-C): its message gets a line of its own
+            print(file=sys.stderr)
     t = stream.timings
     print(f"wrote {out}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps; conditioning "
           f"{t['conditioning_s']:.1f} s, sampling {t['sampling_s']:.1f} s ({stream.denoiser_calls} denoiser calls), "

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from . import validate
 from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
 from .pose.sequence import PoseSequence
@@ -49,6 +50,7 @@ class GenerateOptions:
     pose_bgr: bool | None = None          # swap R/B in pose images (UniAnimate-trained weights expect it)
     prompt_embeds: torch.Tensor | None = None           # (tokens, text_dim); default: the model's stored prompt
     negative_prompt_embeds: torch.Tensor | None = None  # teacher's unconditional text; default: the same prompt
+    allow_large_size: bool = False       # sizes above validate.PIXEL_BUDGET are refused unless this is set
 
 
 @dataclass
@@ -155,7 +157,15 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
         raise ValueError(f"reference image must be (height, width, 3) uint8; got {image.shape} {image.dtype}")
     if len(poses) < 1:
         raise ValueError("the pose sequence is empty")
+    validate.generate_options(opt)
+    validate.reference_image(image.shape, "reference image")
+    validate.poses_with_person(poses.keypoints)
     hw = video_size(image.shape[:2], opt.size)
+    if opt.size is None:
+        validate.video_size(hw, "the reference image's size", allow_large=opt.allow_large_size,
+                            fix="scale the reference image down, give a smaller size=(H, W), or set "
+                                "allow_large_size=True to try it anyway")
+    validate.runtime(opt.backend if opt.sparse else "dense", system.device, system.dtype)
     keypoints = pad_to_4n1(fit_poses(poses, image.shape[:2], hw))
     image = resize_image(image, hw)
     device, dtype = system.device, system.dtype
@@ -205,4 +215,5 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
         sigmas = teacher_sigmas(steps, shift)
     return VideoStream(system, conditioner, both, noise, sigmas, kind, generator, guidance, opt.backend,
                        num_frames=len(poses), fps=float(poses.fps), started=t_start,
-                       setup_seconds=time.perf_counter() - t_start, callback=callback, cancel=cancel)
+                       setup_seconds=time.perf_counter() - t_start, callback=callback, cancel=cancel,
+                       check=validate.finite_latents)  # NaN latents would decode to an all-black video and exit 0

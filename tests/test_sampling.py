@@ -151,7 +151,8 @@ def test_generate_cli_end_to_end(tmp_path, capsys):
     from iasa_core.media import read_video
 
     frames, fps = read_video(out)
-    assert frames.shape == (9, H, W, 3) and fps == pytest.approx(25.0)
+    # The model's own size (tiny: 64 on the short side) with the image's aspect ratio, not the image's size.
+    assert frames.shape == (9, 80, 64, 3) and fps == pytest.approx(25.0)
     assert "block density per window" in capsys.readouterr().out
 
 
