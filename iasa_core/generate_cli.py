@@ -40,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--audio", help="audio to put in the video (e.g. the speech the poses were made from)")
     p.add_argument("--size", help="video size HxW, multiples of 16 (default: the model's own size, e.g. 128 on the "
                                   "short side for the embedded models, with the image's aspect ratio)")
+    p.add_argument("--free-first-frame", action="store_true",
+                   help="let the model draw frame 0 too; by default it lands on the reference image's own latent "
+                        "(the video starts from the photo)")
     p.add_argument("--allow-large-size", action="store_true",
                    help="allow a --size above 1280x720 pixels (memory grows with the pixels: 4096x4096 needs over "
                         "20 GB)")
@@ -93,7 +96,8 @@ def _options(args: argparse.Namespace) -> dict:
     values = dict(sampler=args.sampler, timesteps=timesteps, steps=args.steps, guidance=args.guidance,
                   shift=args.shift, seed=args.seed, sparse=not args.dense, top_k=args.top_k, backend=args.backend,
                   window_frames=args.window_frames, overlap_latents=args.overlap, size=size,
-                  pose_bgr=True if args.bgr_poses else None, allow_large_size=args.allow_large_size)
+                  pose_bgr=True if args.bgr_poses else None, allow_large_size=args.allow_large_size,
+                  anchor_first=not args.free_first_frame)
     validate.generate_options(SimpleNamespace(**values), FLAGS)
     return values
 

@@ -51,6 +51,8 @@ class GenerateOptions:
     prompt_embeds: torch.Tensor | None = None           # (tokens, text_dim); default: the model's stored prompt
     negative_prompt_embeds: torch.Tensor | None = None  # teacher's unconditional text; default: the same prompt
     allow_large_size: bool = False       # sizes above validate.PIXEL_BUDGET are refused unless this is set
+    anchor_first: bool = True             # latent frame 0 lands on the reference image's own latent (the video
+                                          # starts from the photo); False leaves that frame to the model
 
 
 @dataclass
@@ -216,4 +218,5 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     return VideoStream(system, conditioner, both, noise, sigmas, kind, generator, guidance, opt.backend,
                        num_frames=len(poses), fps=float(poses.fps), started=t_start,
                        setup_seconds=time.perf_counter() - t_start, callback=callback, cancel=cancel,
-                       check=validate.finite_latents)  # NaN latents would decode to an all-black video and exit 0
+                       check=validate.finite_latents,  # NaN latents would decode to an all-black video, exit 0
+                       anchor=condition.y[:1, 4:, :1].clone() if opt.anchor_first else None)

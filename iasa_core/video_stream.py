@@ -20,7 +20,7 @@ from .model.pose_wan import Condition, PoseFeatures, drop_pose
 from .model.sparse_patch import sparse_attention_enabled
 from .model.system import PoseWanSystem
 from .sampling.noise import FrameNoise
-from .sampling.samplers import cfg_combine
+from .sampling.samplers import anchor_first_frame, cfg_combine
 from .sampling.schedules import sigma_to_timestep
 from .sampling.streaming import stream_sample
 from .sampling.windows import Window
@@ -98,6 +98,7 @@ class VideoStream:
     callback: Callable[[int, int], None] | None = None
     cancel: Callable[[], bool] | None = None
     check: Callable[[torch.Tensor], None] | None = None  # sees each piece of clean latents before it is decoded
+    anchor: torch.Tensor | None = None  # (1, z, 1, h, w) clean latent of frame 0 (the reference image) to land on
     denoiser_calls: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _used: bool = False
@@ -166,6 +167,8 @@ class VideoStream:
                 v = self.system.denoiser(xb, t, cond, features)
             self.denoiser_calls += 1
             out = cfg_combine(v[:1], v[1:], self.guidance) if v.shape[0] == 2 else v
+            if self.anchor is not None and i == 0:  # window 0 starts at latent frame 0
+                out = anchor_first_frame(out, x, self.anchor, sigma)
         self._sampling_seconds += time.perf_counter() - t0
         return out
 

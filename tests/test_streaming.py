@@ -26,7 +26,7 @@ from iasa_core.pipeline import (
 )
 from iasa_core.pose.sequence import PoseSequence
 from iasa_core.pose.synthetic import synthetic_keypoints
-from iasa_core.sampling.samplers import cfg_combine, sample_student, sample_teacher
+from iasa_core.sampling.samplers import anchor_first_frame, cfg_combine, sample_student, sample_teacher
 from iasa_core.sampling.schedules import sigma_to_timestep, student_sigmas, teacher_sigmas
 from iasa_core.sampling.streaming import stream_sample
 from iasa_core.sampling.windows import Window, latent_frames, plan_windows, windowed
@@ -217,7 +217,8 @@ def _generate_whole(system: PoseWanSystem, image, poses, opt: GenerateOptions) -
         t = torch.full((xb.shape[0],), sigma_to_timestep(sigma), dtype=torch.float32)
         with sparse_attention_enabled(system.denoiser, plans[i], opt.backend):
             v = system.denoiser(xb, t, both, feats[i])
-        return cfg_combine(v[:1], v[1:], guidance) if v.shape[0] == 2 else v
+        v = cfg_combine(v[:1], v[1:], guidance) if v.shape[0] == 2 else v
+        return anchor_first_frame(v, x, condition.y[:1, 4:, :1], sigma) if opt.anchor_first and i == 0 else v
 
     predict = windowed(predict_window, windows, num_latents)
     generator = torch.Generator().manual_seed(int(opt.seed))
@@ -234,8 +235,9 @@ def _generate_whole(system: PoseWanSystem, image, poses, opt: GenerateOptions) -
     return frames.permute(1, 2, 3, 0).numpy()[: len(poses)]
 
 
-@pytest.mark.parametrize("opts", [dict(seed=2), dict(seed=5, sampler="teacher", steps=2, guidance=3.0)],
-                         ids=["student", "teacher-cfg"])
+@pytest.mark.parametrize("opts", [dict(seed=2), dict(seed=5, sampler="teacher", steps=2, guidance=3.0),
+                                  dict(seed=2, anchor_first=False)],
+                         ids=["student", "teacher-cfg", "free-first-frame"])
 def test_streamed_generation_is_bit_identical_to_whole_video_generation(tiny, opts):
     # 47 frames = 12 latent frames in windows of 5 overlapping by 2: 4 windows, the last one pulled back
     image, poses = _inputs(47)
@@ -361,3 +363,38 @@ def test_large_blocks_get_their_own_mappings_on_glibc():
     from iasa_core.memory import map_large_blocks
 
     assert map_large_blocks() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(sampler="teacher", steps=3, guidance=2.0)], ids=["student", "teacher"])
+def test_first_latent_frame_lands_on_the_reference_latent(tiny, opts):
+    image, poses = _inputs(29)
+    pieces: list[torch.Tensor] = []
+    stream = stream_video(tiny, image, poses, GenerateOptions(window_frames=13, overlap_latents=1, seed=1, **opts))
+    stream.check = pieces.append
+    list(stream.chunks())
+    first = torch.cat(pieces, dim=2)[:, :, :1]
+    assert torch.allclose(first, stream.anchor, atol=1e-5)  # the reference image's own clean latent
+    with torch.no_grad():
+        ref = tiny.condition(image, 13).y[:1, 4:, :1]
+    assert torch.equal(stream.anchor, ref)
+    free = stream_video(tiny, image, poses, GenerateOptions(window_frames=13, overlap_latents=1, seed=1,
+                                                            anchor_first=False, **opts))
+    assert free.anchor is None
+    other: list[torch.Tensor] = []
+    free.check = other.append
+    list(free.chunks())
+    assert (torch.cat(other, dim=2)[:, :, :1] - ref).abs().max() > 1e-2  # a random model does not copy it
+
+
+def test_anchor_keeps_the_noised_path_of_training():
+    from iasa_core.sampling.samplers import anchor_first_frame
+
+    g = torch.Generator().manual_seed(0)
+    anchor, noise = torch.randn(1, 4, 1, 2, 2, generator=g), torch.randn(1, 4, 3, 2, 2, generator=g)
+    x, sigmas = noise.clone(), [1.0, 0.7, 0.3, 0.0]
+    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        v = anchor_first_frame(torch.randn(x.shape, generator=g), x, anchor, s)
+        x = x + (s_next - s) * v
+        want = (1 - s_next) * anchor + s_next * noise[:, :, :1]  # x_t = (1 - s) x0 + s noise, as in training
+        assert torch.allclose(x[:, :, :1], want, atol=1e-6)
+    assert torch.equal(anchor_first_frame(v, x, anchor, 0.0), v)

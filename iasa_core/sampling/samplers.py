@@ -26,6 +26,20 @@ def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> to
     return uncond + guidance * (cond - uncond)
 
 
+def anchor_first_frame(v: torch.Tensor, x: torch.Tensor, anchor: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The flow ``v`` with latent frame 0 replaced by the one that leads straight to ``anchor`` (B, z, 1, h, w).
+
+    Frame 0 of an image-to-video is the reference image, whose clean latent is known. In training that frame
+    was noised like every other, x = (1 - s) * x0 + s * noise, so keeping it on that path at every level is
+    what the model saw; with v = (x - anchor) / s both samplers land frame 0 on the anchor exactly.
+    """
+    if sigma <= 0:
+        return v
+    out = v.clone()
+    out[:, :, :1] = ((x[:, :, :1].float() - anchor.float()) / sigma).to(v.dtype)
+    return out
+
+
 def sample_teacher(predict: Predictor, noise: torch.Tensor, sigmas: torch.Tensor, *,
                    callback: Callback | None = None, cancel: Callable[[], bool] | None = None) -> torch.Tensor:
     """Flow-matching Euler from pure noise (sigmas[0] = 1) down to sigmas[-1] = 0, the clean sample."""
