@@ -22,6 +22,13 @@ python -m training.prepare --videos "$W/world/videos" --keypoints "$W/world/keyp
 [ -f "$W/init.safetensors" ] || python -m training.init_model --preset cpu-small --vae "$W/vae/vae.safetensors" \
     --out "$W/init.safetensors"
 
+# 2b. The decoder alone, longer (the encoder and so every latent stay bit-identical; it can run beside step 3
+#     with OMP_NUM_THREADS=1 each): it raises the ceiling of every model, and step 5 puts it into all three.
+[ -f "$W/vae_dec/vae.safetensors" ] || python -m training.train_vae --data "$W/dataset" --out "$W/vae_dec" \
+    --init "$W/vae/vae.safetensors" --decoder-only true --steps 6000 --lr 3e-4 --warmup-steps 100 \
+    --min-lr-ratio 0.05 --long-every 4 --long-window-latents 21 --long-crop 48 --long-batch 1 --log-every 50 \
+    --save-every 250 --eval-every 500 --eval-clips 2
+
 # 3. The teacher: flow matching in bf16, one third of the steps each dense / global mask / full IASA mask,
 #    cosine decay, EMA (training/configs/teacher_embedded.yaml). Resumes from its newest checkpoint.
 python -m training.finetune_teacher --config training/configs/teacher_embedded.yaml \
@@ -38,5 +45,6 @@ python -m training.distill --config training/configs/distill_embedded.yaml \
 
 # 5. Into the package (float16 storage), then the demo's bundled inputs.
 python -m training.recipes.export_embedded --teacher "$W/teacher/teacher.safetensors" \
-    --dmd "$W/student_dmd/student.safetensors" --student "$W/student/student.safetensors"
+    --dmd "$W/student_dmd/student.safetensors" --student "$W/student/student.safetensors" \
+    --vae "$W/vae_dec/vae.safetensors"
 python -m training.recipes.make_demo_assets
