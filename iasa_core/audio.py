@@ -138,7 +138,7 @@ def load_audio(
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         label = str(path)
-        where = f"{_cap(name)} file {path}"
+        where = f"{_file_label(name)} {path}"
         _check_file(path, name)
         wave, sr = _decode_file(path, name, max_seconds, limit_name)
     else:
@@ -167,6 +167,14 @@ def _cap(name: str) -> str:
     return name[:1].upper() + name[1:]
 
 
+def _file_label(name: str) -> str:
+    """How a message names the file: "Audio file" for "audio", a node input's own name ("audio_file") as is."""
+    # A name that already says "file" (a ComfyUI input) must not become "Audio file file".
+    if name.replace("_", " ").rstrip().endswith("file"):
+        return name
+    return f"{_cap(name)} file"
+
+
 def _check_length(duration: float, max_seconds: float | None, where: str,
                   limit_name: str | None = "max_seconds") -> None:
     """Raise when the audio is longer than the configured limit."""
@@ -181,12 +189,12 @@ def _check_file(path: Path, name: str) -> None:
     """Raise clear errors for a missing, non-regular or empty file."""
     if not path.exists():
         raise AudioFileNotFoundError(
-            f"{_cap(name)} file {path} does not exist; check the path (accepted formats: {ACCEPTED_FORMATS})."
+            f"{_file_label(name)} {path} does not exist; check the path (accepted formats: {ACCEPTED_FORMATS})."
         )
     if not path.is_file():
-        raise AudioError(f"{_cap(name)} file {path} is not a file; give the path of an audio file.")
+        raise AudioError(f"{_file_label(name)} {path} is not a file; give the path of an audio file.")
     if path.stat().st_size == 0:
-        raise AudioError(f"{_cap(name)} file {path} is empty (0 bytes); use a complete audio file.")
+        raise AudioError(f"{_file_label(name)} {path} is empty (0 bytes); use a complete audio file.")
 
 
 def _decode_file(path: Path, name: str, max_seconds: float | None,
@@ -194,7 +202,7 @@ def _decode_file(path: Path, name: str, max_seconds: float | None,
     """Decode the first audio stream of a file into (channels, samples) float32 and its rate."""
     import av
 
-    where = f"{_cap(name)} file {path}"
+    where = f"{_file_label(name)} {path}"
     unreadable = (
         f"{where} could not be read as audio; accepted formats are {ACCEPTED_FORMATS}. "
         f"Check that the file is complete and not corrupt"

@@ -83,20 +83,25 @@ def video_size(image_hw: tuple[int, int], size: tuple[int, int] | None) -> tuple
     if size is not None:
         h, w = size
         if h % SPATIAL_STRIDE or w % SPATIAL_STRIDE or h <= 0 or w <= 0:
-            raise ValueError(f"video size {h}x{w} must be positive multiples of {SPATIAL_STRIDE}")
+            raise ValueError(f"video size {w}x{h} (width x height) must be positive multiples of {SPATIAL_STRIDE}")
         return h, w
     h, w = (max(SPATIAL_STRIDE, v // SPATIAL_STRIDE * SPATIAL_STRIDE) for v in image_hw)
     return h, w
 
 
-def fit_poses(poses: PoseSequence, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+# How the command line's user remakes poses that do not fit the image (callers with other inputs pass theirs).
+FIT_POSES_FIX = ("Make the poses from this image (motion --ref-image, or pose --image) or crop the image to "
+                 "the poses' aspect ratio")
+
+
+def fit_poses(poses: PoseSequence, image_hw: tuple[int, int], out_hw: tuple[int, int],
+              fix: str = FIT_POSES_FIX) -> np.ndarray:
     """The poses' keypoints rescaled from their canvas to the video size; the canvas must match the image."""
     ih, iw = image_hw
     if abs(poses.width / poses.height - iw / ih) > ASPECT_TOLERANCE * (iw / ih):
         raise ValueError(
             f"the poses were made for a {poses.width}x{poses.height} canvas but the reference image is {iw}x{ih} "
-            "(width x height): their shapes differ. Make the poses from this image (motion --ref-image, or "
-            "pose --image) or crop the image to the poses' aspect ratio")
+            f"(width x height): their shapes differ. {fix}")
     kp = poses.keypoints.astype(np.float32).copy()
     oh, ow = out_hw
     kp[..., 0] *= ow / poses.width

@@ -116,10 +116,10 @@ def video_size(hw: Sequence[int], name: str = "size", *, allow_large: bool = Fal
     ``fix`` tells the caller's user how to get under the budget (their flag or input names)."""
     h, w = (int(v) for v in hw)
     if h <= 0 or w <= 0 or h % STRIDE or w % STRIDE:
-        raise ValueError(f"{name} {h}x{w} must be positive multiples of {STRIDE} (height x width)")
+        raise ValueError(f"{name} {w}x{h} (width x height) must be positive multiples of {STRIDE}")
     if h * w > PIXEL_BUDGET and not allow_large:
         raise ValueError(_one_line(
-            f"{name} {h}x{w} is {h * w / 1e6:.1f} megapixels per frame, above the budget of {PIXEL_BUDGET / 1e6:.2f} "
+            f"{name} {w}x{h} (width x height) is {h * w / 1e6:.1f} megapixels per frame, above the budget of {PIXEL_BUDGET / 1e6:.2f} "
             f"(1280x720, the largest size Wan2.1 was trained at; memory grows with the pixels, 4096x4096 took over "
             f"20 GB): {fix}"))
     return h, w

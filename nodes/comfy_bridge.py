@@ -96,6 +96,45 @@ def model_dirs(folder: str) -> list[str]:
     return [os.path.join(root, folder) for root in _roots()]
 
 
+def _custom_nodes_dirs() -> list[str]:
+    """ComfyUI's custom_nodes folders (without ComfyUI: the folder this pack sits in)."""
+    if HAVE_COMFY:
+        try:
+            return list(folder_paths.get_folder_paths("custom_nodes"))
+        except KeyError:
+            pass
+    return [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+
+
+def controlnet_aux_ckpts() -> list[str]:
+    """comfyui_controlnet_aux's checkpoint folders (its ckpts/<repo id>/... layout), where present.
+
+    That pack downloads DWPose to ``<its folder>/ckpts/yzd-v/DWPose/`` unless $AUX_ANNOTATOR_CKPTS_PATH moves
+    it; users who have it already hold the weights, so look there rather than ask for a second copy.
+    """
+    found = []
+    env = os.environ.get("AUX_ANNOTATOR_CKPTS_PATH")
+    if env and os.path.isdir(env):
+        found.append(env)
+    for base in _custom_nodes_dirs():
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            continue
+        for name in names:
+            # Installed as comfyui_controlnet_aux (git clone) or comfyui-controlnet-aux (registry).
+            if "controlnet_aux" in name.lower().replace("-", "_"):
+                ckpts = os.path.join(base, name, "ckpts")
+                if os.path.isdir(ckpts) and ckpts not in found:
+                    found.append(ckpts)
+    return found
+
+
+def dwpose_dirs() -> list[str]:
+    """Where DWPose weights are searched: models/dwpose first, then comfyui_controlnet_aux's ckpts."""
+    return model_dirs("dwpose") + controlnet_aux_ckpts()
+
+
 def where_to_put(folders: str | Sequence[str]) -> str:
     """Human words for the folder(s) a model goes into, e.g. "ComfyUI/models/iasa (/x/models/iasa)"."""
     if isinstance(folders, str):

@@ -34,8 +34,9 @@ class IASALoadAudio:
                 # (on a custom node it fails to build the node at all); upload with core Load Audio instead.
                 "audio_file": (bridge.list_input_files(AUDIO_EXTENSIONS), {
                     "tooltip": "Speech file in ComfyUI's input folder (wav, mp3, flac, ogg, m4a, or a video's "
-                               "sound track). To upload one, use core Load Audio and connect it to 'audio'. "
-                               "Ignored when 'audio' is connected."}),
+                               "sound track). This node has no upload button: to get a file in, copy it into "
+                               "ComfyUI/input and press R (refresh), or upload it with core Load Audio and "
+                               "connect that to 'audio'. Ignored when 'audio' is connected."}),
                 "max_seconds": ("FLOAT", {
                     "default": 600.0, "min": 1.0, "max": 36000.0, "step": 1.0,
                     "tooltip": "Refuse audio longer than this many seconds (long clips take long to animate)."}),
@@ -65,7 +66,7 @@ class IASALoadAudio:
                 raise ValueError("No audio: put a speech file in ComfyUI's input folder "
                                  f"({bridge.input_directory()}) and choose it, or connect an AUDIO input.")
             clip = load_audio(bridge.annotated_filepath(audio_file), max_seconds=float(max_seconds),
-                              name="audio file")
+                              name="audio_file")
         return (clip.to_comfy(),)
 
     @classmethod
@@ -73,12 +74,13 @@ class IASALoadAudio:
         return file_hash(bridge.annotated_filepath(audio_file)) if audio_file else ""
 
     @classmethod
-    def VALIDATE_INPUTS(cls, audio_file=None, input_types=None):
-        if input_types and "audio" in input_types:
-            return True  # the connected AUDIO is used; the file does not matter
-        if not audio_file or not bridge.exists_annotated_filepath(audio_file):
-            return (f"Invalid audio file: {audio_file!r}; put it in ComfyUI's input folder "
-                    f"({bridge.input_directory()}) or connect an AUDIO input.")
+    def VALIDATE_INPUTS(cls, audio_file=None):
+        # Only audio_file is asked for: ComfyUI reports a failure once per argument named here, so taking
+        # input_types too listed the same message twice. Without it the node cannot see whether 'audio' is
+        # connected, so an empty choice passes here and load() says what is missing.
+        if audio_file and not bridge.exists_annotated_filepath(audio_file):
+            return (f"audio_file {audio_file!r} is not in ComfyUI's input folder ({bridge.input_directory()}): "
+                    "copy it there and press R, pick another file, or connect an AUDIO to 'audio'.")
         return True
 
 

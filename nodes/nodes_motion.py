@@ -79,7 +79,7 @@ class IASAMotion:
 
             image = load_image(reference_image, name="reference_image")
             validate.reference_image(image.shape, "reference_image")
-            detector = cached_detector(bridge.model_dirs("dwpose"), detector_device("auto"))
+            detector = cached_detector(bridge.dwpose_dirs(), detector_device("auto"))
             reference = detector.detect(image, name="reference_image")
             height, width = image.shape[:2]
         else:

@@ -17,8 +17,11 @@ class IASALoadPoses:
         return {
             "required": {
                 "pose_file": (bridge.list_input_files((".json",)), {
-                    "tooltip": "POSE_KEYPOINT JSON in ComfyUI's input folder (written by `python -m iasa_core "
-                               "motion` / `pose`, or saved from comfyui_controlnet_aux)."}),
+                    # No upload widget: the frontend's upload buttons take images, video or audio only.
+                    "tooltip": "POSE_KEYPOINT JSON in ComfyUI's input folder (written by `iasa motion` / "
+                               "`iasa pose`, or saved by comfyui_controlnet_aux's SavePoseKpsAsJsonFile). This node has no upload "
+                               "button: copy the .json into ComfyUI/input and press R (refresh), or connect a "
+                               "pose node's POSE_KEYPOINT output straight to the node that needs it."}),
                 "fps": ("FLOAT", {
                     "default": 25.0, "min": 1.0, "max": 240.0, "step": 0.001,
                     "tooltip": "Frame rate of the poses when the file does not store one."}),
@@ -89,7 +92,8 @@ class IASADWPose:
     CATEGORY = "IASA/pose"
     DESCRIPTION = ("Finds one person's 133 COCO-WholeBody keypoints with DWPose (yolox_l.onnx + "
                    "dw-ll_ucoco_384.onnx, or their TorchScript versions, from yzd-v/DWPose in "
-                   "ComfyUI/models/dwpose; nothing is downloaded). The detector stays loaded between runs.")
+                   "ComfyUI/models/dwpose, or where comfyui_controlnet_aux keeps them: its ckpts/yzd-v/DWPose; "
+                   "nothing is downloaded). The detector stays loaded between runs.")
 
     def detect(self, image, choose="largest", device="auto", fps=25.0):
         from iasa_core import validate
@@ -101,7 +105,7 @@ class IASADWPose:
             raise ValueError(f"image must be a ComfyUI IMAGE [batch, height, width, channels]; "
                              f"got shape {tuple(getattr(image, 'shape', ()))}")
         frames = image.detach().to("cpu").float().numpy()
-        detector = cached_detector(bridge.model_dirs("dwpose"), detector_device(device))
+        detector = cached_detector(bridge.dwpose_dirs(), detector_device(device))
         progress = bridge.progress_callback(len(frames))
 
         def step(done, total):

@@ -8,6 +8,9 @@ from .nodes_pose import POSE_TOOLTIP
 # What the library's option checks call each GenerateOptions field on this node.
 INPUT_NAMES = {"overlap_latents": "overlap", "size_fix": "scale reference_image down (e.g. with Upscale Image By) "
                                                         "so it has at most 1280x720 pixels"}
+# The library's own advice names CLI flags; inside ComfyUI the user fixes it with node inputs.
+FIT_FIX = ("Make the poses from this image (connect it to IASA Motion's reference_image or IASA DWPose's image) "
+           "or crop reference_image to the poses' aspect ratio.")
 
 
 class IASASampler:
@@ -25,9 +28,12 @@ class IASASampler:
                 "sampler": (["auto", "student", "teacher"], {
                     "default": "auto",
                     "tooltip": "auto: the model's own kind; student: few steps (4); teacher: Euler with CFG."}),
+                # 0 = the model's own value: a fixed number here showed 30 for a student that runs 4.
                 "steps": ("INT", {
-                    "default": 30, "min": 1, "max": 1000, "step": 1,
-                    "tooltip": "Euler steps of the teacher sampler (the student's steps are fixed by the model)."}),
+                    "default": 0, "min": 0, "max": 1000, "step": 1,
+                    "tooltip": "Override of the teacher sampler's Euler steps; 0 = the model's own (stored with "
+                               "it, else 30). The few-step student (e.g. the default 'embedded') ignores it: its "
+                               "4 steps are part of the model."}),
                 "seed": ("INT", {
                     "default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
                     "tooltip": "Seed of the noise."}),
@@ -44,8 +50,10 @@ class IASASampler:
                     "tooltip": "Settings from IASA Sparse Plan (top_k, block_size, mode) override the model's; "
                                "each window gets its own plan from the poses."}),
                 "guidance": ("FLOAT", {
-                    "default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                    "tooltip": "CFG scale of the teacher sampler (1 = no guidance; students ignore it)."}),
+                    "default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                    "tooltip": "Override of the teacher sampler's CFG scale; 0 = the model's own (stored with "
+                               "it, else 5; 1 = no guidance). The few-step student (e.g. the default "
+                               "'embedded') ignores it."}),
                 "window_frames": ("INT", {
                     "default": 81, "min": 5, "max": 1001, "step": 1,
                     "tooltip": "Frames per window of long videos, 4n+1 (81 = Wan2.1's length)."}),
@@ -63,20 +71,22 @@ class IASASampler:
     DESCRIPTION = ("Generates the talking video: the reference person moves along the poses. One frame per pose; "
                    "long pose sequences are sampled in overlapping windows. Cancel stops between steps.")
 
-    def sample(self, model, reference_image, poses, sampler="auto", steps=30, seed=0, backend="auto", sparse=True,
-               plan=None, guidance=5.0, window_frames=81, overlap=4):
+    def sample(self, model, reference_image, poses, sampler="auto", steps=0, seed=0, backend="auto", sparse=True,
+               plan=None, guidance=0.0, window_frames=81, overlap=4):
         import torch
 
         from iasa_core import validate
         from iasa_core.media import load_image
         from iasa_core.node_support import apply_plan_settings, sequence_from_pose_keypoint
-        from iasa_core.pipeline import GenerateOptions, generate_video, video_size
+        from iasa_core.pipeline import GenerateOptions, fit_poses, generate_video, video_size
 
         if not isinstance(model, dict) or "system" not in model:
             raise ValueError("model must be an IASA_MODEL from IASA Model Loader")
         # API prompts reach here unchecked by the widgets' min/max (a NaN passes every comparison).
-        options = GenerateOptions(sampler=sampler, steps=validate.whole(steps, "steps", low=1),
-                                  guidance=validate.finite(guidance, "guidance", low=0.0),
+        steps = validate.whole(steps, "steps", low=0)
+        guidance = validate.finite(guidance, "guidance", low=0.0)
+        options = GenerateOptions(sampler=sampler, steps=steps or None,  # 0: the model's own value
+                                  guidance=guidance or None,
                                   seed=validate.seed(seed, "seed"), sparse=bool(sparse), backend=backend,
                                   window_frames=validate.whole(window_frames, "window_frames", low=5),
                                   overlap_latents=validate.whole(overlap, "overlap", low=1))
@@ -86,6 +96,7 @@ class IASASampler:
         validate.video_size(video_size(image.shape[:2], None), "reference_image", fix=INPUT_NAMES["size_fix"])
         seq = sequence_from_pose_keypoint(poses, name="poses")
         validate.poses_with_person(seq.keypoints, "poses")
+        fit_poses(seq, image.shape[:2], image.shape[:2], fix=FIT_FIX)  # refused here, before the model runs
         system = model["system"]
         if plan is not None:
             if not isinstance(plan, dict):

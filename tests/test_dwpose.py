@@ -417,8 +417,12 @@ def test_missing_weights_message(tmp_path, monkeypatch):
         D.find_dwpose_files([tmp_path / "models" / "dwpose"])
     msg = str(err.value)
     for needle in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx", str(tmp_path / "models" / "dwpose"),
-                   "yzd-v/DWPose", "Hugging Face cache", "--download"):
+                   "yzd-v/DWPose", "Hugging Face cache", "hf download"):
         assert needle in msg
+    # Shown inside ComfyUI too, where no command-line flag can be passed: only a caller's own hint names one.
+    assert "--download" not in msg and "huggingface-cli" not in msg
+    with pytest.raises(FileNotFoundError, match="pass --download"):
+        D.find_dwpose_files([tmp_path / "models" / "dwpose"], download_hint="or pass --download")
 
 
 def _pose_parser():

@@ -238,6 +238,42 @@ def test_bridge_without_comfyui_uses_plain_folders(bridge, tmp_path, monkeypatch
 # ---------------------------------------------------------------------- audio
 
 
+def test_validation_errors_are_listed_once(nodes):
+    """ComfyUI's validate_inputs appends a failure once per VALIDATE_INPUTS argument it fills (each input
+    the node declares, plus input_types): one such argument, or the same message is shown twice."""
+    import inspect
+
+    for name, cls in nodes.items():
+        if not hasattr(cls, "VALIDATE_INPUTS"):
+            continue
+        declared = {k for section in cls.INPUT_TYPES().values() for k in section}
+        spec = inspect.getfullargspec(cls.VALIDATE_INPUTS)
+        filled = [a for a in spec.args if a in declared or a == "input_types"]
+        assert len(filled) == 1 and spec.varkw is None, (name, filled)
+
+
+def test_dwpose_weights_kept_by_controlnet_aux_are_found(tmp_path, bridge, folders, monkeypatch):
+    from iasa_core.detect import dwpose as D
+
+    custom_nodes = tmp_path / "custom_nodes"
+    kept = custom_nodes / "comfyui_controlnet_aux" / "ckpts" / "yzd-v" / "DWPose"
+    kept.mkdir(parents=True)
+    for name in (D.DET_ONNX, D.POSE_ONNX):
+        (kept / name).write_bytes(b"onnx")
+    monkeypatch.setattr(bridge, "_custom_nodes_dirs", lambda: [str(custom_nodes)])
+    monkeypatch.delenv("AUX_ANNOTATOR_CKPTS_PATH", raising=False)
+    monkeypatch.setattr(D, "_from_hf_cache", lambda repo, name: None)
+    dirs = bridge.dwpose_dirs()
+    assert dirs[0] == str(folders[1] / "dwpose")  # models/dwpose is searched first
+    assert dirs[1:] == [str(custom_nodes / "comfyui_controlnet_aux" / "ckpts")]
+    assert D.find_dwpose_files(dirs) == (str(kept / D.DET_ONNX), str(kept / D.POSE_ONNX))
+    # A registry install's hyphenated folder, and a ckpts folder moved with controlnet_aux's variable.
+    (custom_nodes / "comfyui_controlnet_aux").rename(custom_nodes / "comfyui-controlnet-aux")
+    assert bridge.controlnet_aux_ckpts() == [str(custom_nodes / "comfyui-controlnet-aux" / "ckpts")]
+    monkeypatch.setenv("AUX_ANNOTATOR_CKPTS_PATH", str(tmp_path))
+    assert bridge.controlnet_aux_ckpts()[0] == str(tmp_path)
+
+
 def test_load_audio_from_the_input_folder_and_from_audio(nodes, folders):
     inp, _ = folders
     write_wav(inp / "speech.wav", seconds=1.0, rate=16000)
@@ -255,7 +291,9 @@ def test_load_audio_from_the_input_folder_and_from_audio(nodes, folders):
     assert h1 and cls.IS_CHANGED(audio_file="speech.wav", max_seconds=600.0) != h1
     assert cls.VALIDATE_INPUTS(audio_file="speech.wav") is True
     assert "missing.wav" in cls.VALIDATE_INPUTS(audio_file="missing.wav")
-    assert cls.VALIDATE_INPUTS(audio_file="missing.wav", input_types={"audio": "AUDIO"}) is True
+    assert cls.VALIDATE_INPUTS(audio_file="") is True  # nothing chosen: load() names what is missing
+    message = cls.VALIDATE_INPUTS(audio_file="missing.wav")
+    assert message.startswith("audio_file 'missing.wav'") and "--" not in message
 
     stereo = {"waveform": torch.rand(1, 2, 8000) * 0.5 - 0.25, "sample_rate": 8000}
     (out,) = run(cls, audio_file="missing.wav", max_seconds=600.0, audio=stereo)
@@ -489,7 +527,7 @@ def test_sampler_runs_the_pipeline_with_progress(nodes, tiny_model, progress):
     cls = nodes["IASASampler"]
     ref = comfy_image(batch=2)  # a batch: the first image is the reference
     poses = synthetic_pose_keypoint(9)
-    images, fps = run(cls, model=tiny_model, reference_image=ref, poses=poses, sampler="auto", steps=30, seed=7,
+    images, fps = run(cls, model=tiny_model, reference_image=ref, poses=poses, sampler="auto", steps=0, seed=7,
                       backend="auto", sparse=True)
     assert images.shape == (9, H, W, 3) and images.dtype == torch.float32 and fps == 25.0
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
@@ -498,6 +536,45 @@ def test_sampler_runs_the_pipeline_with_progress(nodes, tiny_model, progress):
     want = generate_video(tiny_model["system"], load_image(ref), PoseSequence.from_pose_keypoint(poses),
                           GenerateOptions(seed=7))
     assert torch.equal((images * 255).round().to(torch.uint8), torch.from_numpy(want.frames))
+
+
+def test_messages_shown_in_comfyui_name_inputs_not_cli_flags(nodes, folders, tiny_model):
+    inp, _ = folders
+    (inp / "empty.wav").write_bytes(b"")
+    with pytest.raises(Exception) as err:
+        run(nodes["IASALoadAudio"], audio_file="empty.wav", max_seconds=600.0)
+    assert str(err.value).startswith("audio_file ") and "file file" not in str(err.value).lower()
+    # Poses on a square canvas for a 48x64 (width x height) image: refused with the node inputs to fix it.
+    with pytest.raises(ValueError) as err:
+        run(nodes["IASASampler"], model=tiny_model, reference_image=comfy_image(), poses=synthetic_pose_keypoint(5, 64, 64),
+            sampler="auto", steps=0, seed=0, backend="auto", sparse=True)
+    msg = str(err.value)
+    assert "64x64 canvas" in msg and "48x64 (width x height)" in msg and "reference_image" in msg
+    assert "--" not in msg
+
+
+def test_sampler_steps_and_guidance_default_to_the_models_own(nodes, tiny_model, monkeypatch):
+    import iasa_core.pipeline as pipeline
+
+    cls = nodes["IASASampler"]
+    types = cls.INPUT_TYPES()
+    steps, guidance = types["required"]["steps"][1], types["optional"]["guidance"][1]
+    assert steps["default"] == 0 and guidance["default"] == 0.0
+    for opts in (steps, guidance):
+        assert "0 = the model's own" in opts["tooltip"] and "ignores it" in opts["tooltip"]
+    seen = []
+
+    def fake_generate(system, image, seq, options, **kwargs):
+        seen.append((options.steps, options.guidance))
+        raise KeyboardInterrupt  # stop before any sampling: only the options matter here
+
+    monkeypatch.setattr(pipeline, "generate_video", fake_generate)
+    args = dict(model=tiny_model, reference_image=comfy_image(), poses=synthetic_pose_keypoint(5), sampler="teacher",
+                seed=0, backend="auto", sparse=True)
+    for given, want in (({}, (None, None)), ({"steps": 12, "guidance": 3.5}, (12, 3.5))):
+        with pytest.raises(KeyboardInterrupt):
+            run(cls, **args, **given)
+        assert seen[-1] == want
 
 
 def test_embedded_model_is_the_default_and_animates_the_bundled_character(nodes, progress):

@@ -194,7 +194,7 @@ def _tail(first_id: int, audio: tuple[int, int], image: tuple[int, int], poses: 
     loader, samp, video, save = first_id, first_id + 1, first_id + 2, first_id + 3
     return [
         Node(loader, "IASAModelLoader", column, 1, {"model": model}),
-        Node(samp, "IASASampler", column + 1, 0, {"sampler": "auto", "steps": 30, "seed": 0, **(sampler or {})},
+        Node(samp, "IASASampler", column + 1, 0, {"sampler": "auto", "steps": 0, "seed": 0, **(sampler or {})},
              {"model": (loader, 0), "reference_image": image, "poses": poses}),
         Node(video, "IASAVideo", column + 2, 0, {"fps": 25.0},
              {"images": (samp, 0), "fps": (samp, 1), "audio": audio}),

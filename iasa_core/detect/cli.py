@@ -80,7 +80,8 @@ def run(args) -> int:
     models = list(args.models or [])
     det_path, pose_path = find_dwpose_files(models, allow_download=args.download,
                                             prefer=getattr(args, "prefer", None), device=args.device,
-                                            download_dir=models[0] if models else None)
+                                            download_dir=models[0] if models else None,
+                                            download_hint="or pass --download to fetch them")
     detector = DWPoseDetector.from_files(det_path, pose_path, device=args.device, choose=args.choose)
     print(f"DWPose: {os.path.basename(det_path)} + {os.path.basename(pose_path)} on {args.device}")
 

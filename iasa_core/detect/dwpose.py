@@ -92,7 +92,8 @@ def _download(repo: str, filename: str, download_dir: str | None) -> str:
 
 def find_dwpose_files(search_dirs: Iterable[str | os.PathLike] = (), allow_download: bool = False,
                       prefer: str | None = None, device: str = "cpu",
-                      download_dir: str | os.PathLike | None = None) -> tuple[str, str]:
+                      download_dir: str | os.PathLike | None = None,
+                      download_hint: str | None = None) -> tuple[str, str]:
     """Paths of the detector and the pose model: ``(det_path, pose_path)``.
 
     Looks, per file, in each folder of ``search_dirs`` (and its ``<repo id>/`` sub-folder, where
@@ -100,7 +101,8 @@ def find_dwpose_files(search_dirs: Iterable[str | os.PathLike] = (), allow_downl
     the hub only when ``allow_download`` (into ``download_dir``, else the HF cache). ``prefer``
     ("onnx" or "torchscript") orders the two formats; by default ONNX, or TorchScript when CUDA is
     asked for and onnxruntime has no CUDA provider. Raises FileNotFoundError naming the files, the
-    folders searched and the Hugging Face repos.
+    folders searched and the Hugging Face repos (and ``download_hint``: how this caller allows a download,
+    e.g. a CLI flag; None inside ComfyUI, whose users cannot pass flags).
     """
     if prefer is None:
         prefer = _default_prefer(device)
@@ -134,13 +136,14 @@ def find_dwpose_files(search_dirs: Iterable[str | os.PathLike] = (), allow_downl
             found[role] = _download(HF_SOURCES[name], name, target)
         missing = []
     if missing:
-        raise FileNotFoundError(missing_weights_message(dirs, [r for r in missing]))
+        raise FileNotFoundError(missing_weights_message(dirs, [r for r in missing], download_hint))
     log.info("DWPose: detector %s, pose %s", found["det"], found["pose"])
     return found["det"], found["pose"]
 
 
-def missing_weights_message(searched: Sequence[str], missing: Sequence[str] = ("det", "pose")) -> str:
-    """What to download and where to put it."""
+def missing_weights_message(searched: Sequence[str], missing: Sequence[str] = ("det", "pose"),
+                            download_hint: str | None = None) -> str:
+    """What to download and where to put it; ``download_hint`` says how the caller allows a download."""
     what = {"det": f"the person detector {DET_ONNX} (or {DET_TORCHSCRIPT})",
             "pose": f"the pose model {POSE_ONNX} (or {POSE_TORCHSCRIPT})"}
     where = ", ".join(searched) if searched else "no folders given"
@@ -150,8 +153,8 @@ def missing_weights_message(searched: Sequence[str], missing: Sequence[str] = ("
             f"Download {DET_ONNX} and {POSE_ONNX} from https://huggingface.co/{HF_REPO} "
             f"(TorchScript versions: {DET_TORCHSCRIPT} from https://huggingface.co/{HF_SOURCES[DET_TORCHSCRIPT]}, "
             f"{POSE_TORCHSCRIPT} from https://huggingface.co/{HF_SOURCES[POSE_TORCHSCRIPT]}) "
-            f"and put them in {target}, e.g. `huggingface-cli download {HF_REPO} {DET_ONNX} {POSE_ONNX} "
-            f"--local-dir {target}`; or allow the download (--download on the command line).")
+            f"and put them in {target}, e.g. `hf download {HF_REPO} {DET_ONNX} {POSE_ONNX} "
+            f"--local-dir {target}`" + (f"; {download_hint}." if download_hint else "."))
 
 
 # ---------------------------------------------------------------------- choosing a person

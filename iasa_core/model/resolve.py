@@ -150,7 +150,7 @@ def resolve_model_dir(
             raise FileNotFoundError(
                 f"The {what} {text!r} is neither a local folder nor in the Hugging Face cache "
                 f"({_hf_cache_label(cache_dir)}), and downloading is off. Allow downloading, or "
-                f"run `huggingface-cli download {text} --local-dir <folder>` and pass that folder."
+                f"run `hf download {text} --local-dir <folder>` and pass that folder."
             ) from offline_exc
     try:
         return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir))

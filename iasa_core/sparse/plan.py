@@ -319,7 +319,8 @@ def _as_keypoints(keypoints, video_size: tuple[int, int]) -> np.ndarray:
         if (h0, w0) != (h, w):
             if abs(h0 / w0 - h / w) > 0.01 * (h / w):
                 raise ValueError(
-                    f"the poses' canvas {h0}x{w0} and the video size {h}x{w} have different aspect ratios; "
+                    f"the poses' canvas {w0}x{h0} and the video size {w}x{h} (width x height) have different aspect "
+                    f"ratios; "
                     f"crop or pad the reference image (and its poses) to the video's aspect first")
             kp[..., 0] *= w / w0
             kp[..., 1] *= h / h0

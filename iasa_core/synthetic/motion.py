@@ -163,7 +163,7 @@ def reference_pose(rng: np.random.Generator, height: int, width: int) -> np.ndar
             kp[:, 2] = np.where(inside, 1.0, 0.0)
             kp[~inside, :2] = 0.0
             return kp.astype(np.float32)
-    raise RuntimeError(f"reference_pose: no upper body fits a {H}x{W} canvas")  # pragma: no cover
+    raise RuntimeError(f"reference_pose: no upper body fits a {W}x{H} (width x height) canvas")  # pragma: no cover
 
 
 # ---------------------------------------------------------------------- motion
