@@ -22,6 +22,15 @@ def test_root_init_imports_without_comfyui():
     assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) <= set(mod.NODE_CLASS_MAPPINGS)
 
 
+def test_root_init_imports_as_a_plain_module():
+    """pytest imports the root __init__.py with no parent package when the folder's name is no identifier
+    (custom_nodes/comfyui-iasa, as the README says); a relative import there failed the whole collection."""
+    spec = importlib.util.spec_from_file_location("__init__", os.path.join(ROOT, "__init__.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert not mod.__package__ and "IASASampler" in mod.NODE_CLASS_MAPPINGS
+
+
 def test_library_never_imports_comfyui():
     pattern = re.compile(r"^\s*(import|from)\s+(comfy|folder_paths|server)\b", re.M)
     for dirpath, _, files in os.walk(os.path.join(ROOT, "iasa_core")):
