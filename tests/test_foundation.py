@@ -40,6 +40,23 @@ def test_library_never_imports_comfyui():
                 assert not pattern.search(text), f"{f} imports ComfyUI"
 
 
+def test_onnxruntime_is_not_forced_next_to_onnxruntime_gpu(monkeypatch):
+    """pip would install the CPU onnxruntime beside an installed onnxruntime-gpu (they clash): it is an extra."""
+    import tomllib
+
+    reqs = [ln.split("#")[0].strip() for ln in open(os.path.join(ROOT, "requirements.txt"))]
+    assert not [ln for ln in reqs if re.match(r"^onnxruntime\b", ln)]
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        project = tomllib.load(fh)["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("onnxruntime")]
+    extras = project["optional-dependencies"]
+    assert extras["dwpose"] == ["onnxruntime>=1.17"] and extras["dwpose-gpu"] == ["onnxruntime-gpu>=1.17"]
+    from iasa_core.detect import dwpose
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # neither build installed: TorchScript weights
+    assert dwpose._default_prefer("cpu") == "torchscript"
+
+
 def test_requirements_do_not_pin_torch():
     lines = [ln.strip() for ln in open(os.path.join(ROOT, "requirements.txt")) if ln.strip()]
     assert not [ln for ln in lines if re.match(r"^torch([=<>~ ]|$)", ln)]

@@ -44,15 +44,14 @@ NO_PERSON = "no person found in {name}; use a photo where one person's upper bod
 
 
 def _default_prefer(device: str) -> str:
-    """ONNX first, unless CUDA is asked for and onnxruntime cannot use it (TorchScript then)."""
-    if str(device).lower().startswith("cuda"):
-        try:
-            import onnxruntime as ort
-
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                return "torchscript"
-        except ImportError:
-            return "torchscript"
+    """ONNX first, unless no onnxruntime is installed or CUDA is asked for and it cannot use it (TorchScript)."""
+    # Any build counts (onnxruntime, onnxruntime-gpu, -directml ...): they all install the same module.
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "torchscript"
+    if str(device).lower().startswith("cuda") and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "torchscript"
     return "onnx"
 
 
