@@ -40,6 +40,11 @@ class IASAVideo:
         if audio is not None:
             # Checked and normalised (float32 on the CPU, one batch item); silence is allowed in an output.
             audio = load_audio(audio, max_seconds=None, allow_silent=True, name="audio").to_comfy()
+            if audio["waveform"].shape[1] == 1:
+                # Core VIDEO writers (ComfyUI 0.3.64) encode into a stereo AAC stream, and the resampler's
+                # mono -> stereo upmix puts the channel at -3 dB on each side. Copy it to both channels at
+                # unity gain here, so the saved speech is as loud as the file.
+                audio = {**audio, "waveform": audio["waveform"].repeat(1, 2, 1)}
         return (bridge.make_video(images.detach().to("cpu").float(), fps, audio),)
 
 

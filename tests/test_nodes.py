@@ -624,6 +624,41 @@ def test_sampler_plan_settings_and_cancel(nodes, tiny_model, bridge, monkeypatch
             steps=30, seed=0, backend="gather", sparse=True, plan=plan)
 
 
+def _encode_like_core_video(path, waveform, rate):
+    """Write AUDIO the way ComfyUI 0.3.64's VideoFromComponents does: a stereo AAC stream fed interleaved
+    frames laid out by the channel count (written here from reading it, to measure its level)."""
+    import av
+
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("aac", rate=rate)
+        frame = av.AudioFrame.from_ndarray(waveform.movedim(2, 1).reshape(1, -1).float().numpy(), format="flt",
+                                           layout="mono" if waveform.shape[1] == 1 else "stereo")
+        frame.sample_rate = rate
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def _decoded_rms_db(path):
+    import av
+
+    with av.open(str(path)) as c:
+        data = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    return 20 * np.log10(np.sqrt(np.mean(data.astype(np.float64) ** 2)))
+
+
+def test_video_keeps_a_mono_speech_level_through_the_stereo_upmix(nodes, tmp_path):
+    pytest.importorskip("av")
+    mono = {"waveform": torch.from_numpy(_tone(1.0)).view(1, 1, -1), "sample_rate": 16000}
+    level = 20 * np.log10(float(mono["waveform"].pow(2).mean().sqrt()))
+    _encode_like_core_video(tmp_path / "plain.mp4", mono["waveform"], 16000)
+    assert _decoded_rms_db(tmp_path / "plain.mp4") < level - 2.0  # the core writer alone: ~3 dB lost
+    (video,) = run(nodes["IASAVideo"], images=comfy_image(batch=25), fps=25.0, audio=mono)
+    audio = video.get_components().audio
+    assert audio["waveform"].shape[1] == 2 and torch.equal(audio["waveform"][:, 0], audio["waveform"][:, 1])
+    _encode_like_core_video(tmp_path / "ours.mp4", audio["waveform"], audio["sample_rate"])
+    assert abs(_decoded_rms_db(tmp_path / "ours.mp4") - level) < 0.5
+
+
 def test_video_node_saves_an_mp4_with_audio(nodes, tmp_path):
     av = pytest.importorskip("av")
     frames = comfy_image(batch=9)
@@ -632,7 +667,7 @@ def test_video_node_saves_an_mp4_with_audio(nodes, tmp_path):
     assert video.get_dimensions() == (W, H)
     parts = video.get_components()
     assert parts.images.shape == (9, H, W, 3) and float(parts.frame_rate) == 25.0
-    assert parts.audio["waveform"].shape == (1, 1, 5760)
+    assert parts.audio["waveform"].shape == (1, 2, 5760)  # mono copied to both channels (unity gain)
     out = tmp_path / "out.mp4"
     video.save_to(str(out), format="auto", codec="auto", metadata={"prompt": {"1": {}}})  # as SaveVideo calls it
     with av.open(str(out)) as c:
