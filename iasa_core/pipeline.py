@@ -18,6 +18,7 @@ from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
 from .pose.sequence import PoseSequence
 from .sampling.noise import FrameNoise
+from .sampling.samplers import SamplingCancelled
 from .sampling.schedules import student_sigmas, teacher_sigmas
 from .sampling.windows import MAX_WINDOW_FRAMES, latent_frames, plan_windows
 from .sparse.grid import SPATIAL_STRIDE
@@ -89,6 +90,9 @@ def video_size(image_hw: tuple[int, int], size: tuple[int, int] | None) -> tuple
     return h, w
 
 
+# Conditioning stages reported to ``condition_callback``: reference image, reference pose, first window.
+CONDITION_STAGES = 3
+
 # How the command line's user remakes poses that do not fit the image (callers with other inputs pass theirs).
 FIT_POSES_FIX = ("Make the poses from this image (motion --ref-image, or pose --image) or crop the image to "
                  "the poses' aspect ratio")
@@ -136,12 +140,15 @@ def _render(keypoints: np.ndarray, hw: tuple[int, int], bgr: bool) -> torch.Tens
 def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
                    options: GenerateOptions | None = None, *,
                    callback: Callable[[int, int], None] | None = None,
-                   cancel: Callable[[], bool] | None = None) -> GenerationResult:
+                   cancel: Callable[[], bool] | None = None,
+                   condition_callback: Callable[[int, int], None] | None = None) -> GenerationResult:
     """Animate the person in ``image`` (H, W, 3 uint8) along ``poses`` with the stage-2 model, all in memory.
 
-    ``callback(done, total)`` counts window steps (the sampler's steps when the video is one window).
+    ``callback(done, total)`` counts window steps (the sampler's steps when the video is one window);
+    ``condition_callback(done, CONDITION_STAGES)`` the conditioning before them (``stream_video``).
     ``stream_video`` makes the same frames a chunk at a time (for long videos written to a file)."""
-    stream = stream_video(system, image, poses, options, callback=callback, cancel=cancel)
+    stream = stream_video(system, image, poses, options, callback=callback, cancel=cancel,
+                          condition_callback=condition_callback)
     frames = np.empty((len(stream), stream.height, stream.width, 3), dtype=np.uint8)
     at = 0
     for chunk in stream.chunks():
@@ -154,11 +161,21 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
 def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
                  options: GenerateOptions | None = None, *,
                  callback: Callable[[int, int], None] | None = None,
-                 cancel: Callable[[], bool] | None = None) -> VideoStream:
+                 cancel: Callable[[], bool] | None = None,
+                 condition_callback: Callable[[int, int], None] | None = None) -> VideoStream:
     """Check the inputs and condition the model now; sample and decode while the returned stream is read.
 
+    ``condition_callback(done, CONDITION_STAGES)`` reports the conditioning (reference image, reference pose,
+    the first window's poses and plan), which on a CPU takes seconds before the first step.
     Memory does not grow with the video's length; the frames equal ``generate_video``'s bit for bit."""
     opt = options or GenerateOptions()
+
+    def stage(done: int) -> None:
+        if condition_callback is not None:
+            condition_callback(done, CONDITION_STAGES)
+        if cancel is not None and cancel():
+            raise SamplingCancelled("generation cancelled while conditioning")
+
     t_start = time.perf_counter()
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"reference image must be (height, width, 3) uint8; got {image.shape} {image.dtype}")
@@ -188,10 +205,13 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     windows = plan_windows(num_latents, latent_frames(opt.window_frames), opt.overlap_latents)
     win_frames = 4 * (windows[0].length - 1) + 1
 
+    stage(0)
     with torch.no_grad():
         condition = system.condition(image, win_frames, opt.prompt_embeds)
+        stage(1)
         ref_pose = _render(keypoints[:1], hw, bgr)[:, 0][None].to(device)  # (1, 3, H, W) in 0..255
         ref = system.denoiser.ref_pose_encoder(ref_pose).to(dtype)
+        stage(2)
     sp = dict(system.sparse)
     for key in ("top_k", "block_size", "mode", "local"):
         if getattr(opt, key) is not None:
@@ -210,6 +230,10 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
         both = condition
     conditioner = WindowConditioner(system, keypoints, hw, windows, ref, bgr,
                                     plan_options(sp) if opt.sparse else None, keep=keep)
+    # The first window's pose features and plan now (sampling would build them before its first step anyway),
+    # so that they count as conditioning on the progress bar rather than as a long first step.
+    conditioner.get(0)
+    stage(3)
 
     generator = torch.Generator().manual_seed(int(opt.seed))
     h, w = hw[0] // 8, hw[1] // 8

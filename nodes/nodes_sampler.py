@@ -103,8 +103,9 @@ class IASASampler:
                 raise ValueError("plan must be an IASA_PLAN from IASA Sparse Plan")
             system, options = apply_plan_settings(system, options, plan.get("settings"))
         bridge.throw_if_interrupted()
+        # Two bars in turn: conditioning (seconds on a CPU before the first step), then the sampler's steps.
         result = generate_video(system, image, seq, options, callback=bridge.progress_callback(),
-                                cancel=bridge.cancel_check)
+                                cancel=bridge.cancel_check, condition_callback=bridge.progress_callback())
         frames = torch.from_numpy(result.frames).float() / 255.0
         return (frames, float(result.fps))
 

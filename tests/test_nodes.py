@@ -532,6 +532,8 @@ def test_sampler_runs_the_pipeline_with_progress(nodes, tiny_model, progress):
     assert images.shape == (9, H, W, 3) and images.dtype == torch.float32 and fps == 25.0
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     assert [u for u, _ in progress.bars[-1].updates] == [1, 2, 3, 4]  # one update per student step
+    # Before the steps, the conditioning has its own bar: reference image, reference pose, first window.
+    assert len(progress.bars) == 2 and progress.bars[0].updates == [(0, 3), (1, 3), (2, 3), (3, 3)]
 
     want = generate_video(tiny_model["system"], load_image(ref), PoseSequence.from_pose_keypoint(poses),
                           GenerateOptions(seed=7))
