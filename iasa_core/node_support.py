@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .pose.regions import DEFAULT_MIN_SCORE
 from .pose.sequence import POSE_KEYPOINT_FORM, PoseSequence
 
 DEFAULT_FPS = 25.0
@@ -60,9 +61,19 @@ def sequence_from_pose_keypoint(frames: Any, fps: float | None = None, name: str
         raise ValueError(f"{name}: {exc}") from exc
 
 
-def to_pose_keypoint(seq: PoseSequence) -> list[dict]:
-    """POSE_KEYPOINT (pixels) with our "fps" key in every frame, as ``save_json`` writes."""
-    frames = seq.to_pose_keypoint()
+def to_pose_keypoint(seq: PoseSequence, min_score: float = DEFAULT_MIN_SCORE) -> list[dict]:
+    """POSE_KEYPOINT (pixels) in the score convention other packs read, with our "fps" key in every frame.
+
+    comfyui_controlnet_aux (its decode_json_as_poses) keeps a point only when its confidence is at least 1.0
+    and writes 1.0 / (0, 0, 0) itself, so detector scores (0.3 .. 0.99) drew nothing there: a point at or
+    above ``min_score`` (what our renderer and sparse plans use) is written with confidence 1.0, any other
+    as (0, 0, 0). Our own readers treat every confidence above 0 as present, so they see the same points.
+    """
+    kp = np.array(seq.keypoints, dtype=np.float32, copy=True)
+    shown = (kp[..., 2] > 0) & (kp[..., 2] >= min_score)
+    kp[..., 2] = shown.astype(np.float32)
+    kp[~shown] = 0.0
+    frames = PoseSequence(kp, seq.height, seq.width, seq.fps).to_pose_keypoint()
     for frame in frames:
         frame["fps"] = seq.fps
     return frames

@@ -361,6 +361,49 @@ def test_render_poses_equals_the_library(nodes):
     assert big.shape == (5, 128, 96, 3) and 0.0 <= float(big.min()) and float(big.max()) <= 1.0
 
 
+def _shown(kp, min_score=0.3):
+    """Keypoints as POSE_KEYPOINT carries them: confidence 1.0 where drawn (score >= min_score), else all 0."""
+    kp = np.array(kp, dtype=np.float64, copy=True)
+    shown = kp[..., 2] >= min_score
+    kp[..., 2] = shown
+    kp[~shown] = 0.0
+    return kp
+
+
+def _controlnet_aux_points(frame):
+    """The body/hand/face points comfyui_controlnet_aux draws from one POSE_KEYPOINT frame, as its
+    decode_json_as_poses reads them: a point is kept only when its confidence is at least 1.0."""
+    out = {}
+    for key in ("pose_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d", "face_keypoints_2d"):
+        values = np.asarray(frame["people"][0].get(key) or [], dtype=np.float64).reshape(-1, 3)
+        out[key] = {i for i, (_x, _y, c) in enumerate(values) if c >= 1.0}
+    return out
+
+
+def test_pose_keypoint_scores_follow_the_convention_controlnet_aux_draws(nodes, folders):
+    from iasa_core.pose.render import openpose18
+
+    inp, _ = folders
+    seq = PoseSequence(synthetic_keypoints(3, H, W, seed=2), H, W, fps=25.0)
+    rng = np.random.default_rng(0)
+    seq.keypoints[..., 2] = rng.uniform(0.0, 0.99, seq.keypoints.shape[:2])  # detector-like scores, all < 1
+    seq.save_json(inp / "scored.json")
+    (poses,) = run(nodes["IASALoadPoses"], pose_file="scored.json", fps=25.0)
+    for t, frame in enumerate(poses):
+        body, body_ok = openpose18(seq.keypoints[t], 0.3)  # what IASA Render Poses draws at its default
+        drawn = _controlnet_aux_points(frame)
+        assert drawn["pose_keypoints_2d"] == set(np.flatnonzero(body_ok))
+        values = np.asarray(frame["people"][0]["pose_keypoints_2d"]).reshape(-1, 3)
+        assert set(np.unique(values[:, 2])) <= {0.0, 1.0}
+        assert not values[values[:, 2] == 0].any()  # a missing point is (0, 0, 0)
+        np.testing.assert_allclose(values[body_ok, :2], body[body_ok, :2], atol=1e-4)
+        face = seq.keypoints[t][23:91]
+        assert drawn["face_keypoints_2d"] == set(np.flatnonzero(face[:, 2] >= 0.3))
+    # Read back by our own nodes, the same points are present (any confidence above 0 counts).
+    back = PoseSequence.from_pose_keypoint(poses)
+    assert np.array_equal(back.keypoints[..., 2] > 0, seq.keypoints[..., 2] >= 0.3)
+
+
 def test_dwpose_node_image_video_cache_and_motion_from_image(nodes, folders, progress):
     T = _dwpose_test_helpers()
 
@@ -371,16 +414,17 @@ def test_dwpose_node_image_video_cache_and_motion_from_image(nodes, folders, pro
 
     (poses,) = run(cls, image=photo, choose="largest", device="auto", fps=25.0)
     assert len(poses) == 1 and (poses[0]["canvas_width"], poses[0]["canvas_height"]) == (T.IMG_W, T.IMG_H)
-    want = T.expected_keypoints("A")
+    want = _shown(T.expected_keypoints("A"))  # POSE_KEYPOINT's convention: 1.0 for each point drawn
     ok = want[:, 2] > 0
     got = PoseSequence.from_pose_keypoint(poses).keypoints[0]
     np.testing.assert_allclose(got[ok], want[ok], atol=2e-3)
+    assert not got[~ok].any()
 
     video = torch.cat([photo, photo, photo])
     (tracked,) = run(cls, image=video, choose="central", device="cpu", fps=12.0)
     seq = PoseSequence.from_pose_keypoint(tracked)
     assert len(seq) == 3 and all(f["fps"] == 12.0 for f in tracked)
-    want_b = T.expected_keypoints("B")
+    want_b = _shown(T.expected_keypoints("B"))
     np.testing.assert_allclose(seq.keypoints[2][want_b[:, 2] > 0], want_b[want_b[:, 2] > 0], atol=2e-3)
     assert [u for u, _ in progress.bars[-1].updates] == [1, 2, 3]  # a progress step per frame
     assert len(node_support._DETECTORS) == 1  # the detector is loaded once and reused
@@ -434,7 +478,7 @@ def test_motion_from_a_reference_pose_matches_the_library(nodes, folders):
     assert poses[0]["fps"] == 25.0
     ref_px = PoseSequence.from_pose_keypoint(ref)
     want = poses_from_audio(load_audio(str(inp / "speech.wav")), ref_px.keypoints[0], 96, 80, fps=25.0, seed=3)
-    np.testing.assert_allclose(PoseSequence.from_pose_keypoint(poses).keypoints, want.keypoints, atol=1e-3)
+    np.testing.assert_allclose(PoseSequence.from_pose_keypoint(poses).keypoints, _shown(want.keypoints), atol=1e-3)
 
     (short,) = run(cls, audio=audio, method="procedural", fps=25.0, seed=3, seconds=0.4, reference_pose=ref)
     assert len(short) == 10
