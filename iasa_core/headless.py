@@ -37,7 +37,7 @@ from .headless_names import UnsafeName, local_path, stored_name
 DEFAULT_SERVER = "127.0.0.1:8188"
 START_HINT = "python main.py --listen 127.0.0.1 --port 8188 --cpu"
 UI_FORMAT_MESSAGE = ("this is a UI workflow (it has 'nodes' and 'links'); export it with 'Export (API)' "
-                     "or use the *_api.json next to it")
+                     "or use its *_api.json (the pack's are in workflows/api/)")
 _DETAILS_CHARS = 300  # "Value not in list" details carry the whole list of choices
 
 

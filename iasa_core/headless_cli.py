@@ -16,7 +16,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "and download its output files. Exits non-zero with ComfyUI's error text if it fails.",
         epilog="Start ComfyUI with e.g. `python main.py --listen 127.0.0.1 --port 8188 --cpu`. "
                "Examples: --set 12.seed=3  --set 'Load Audio.audio=speech.wav'  --upload speech.wav")
-    p.add_argument("workflow", help="workflow in API format (ComfyUI: 'Export (API)'), e.g. workflows/*_api.json")
+    p.add_argument("workflow", help="workflow in API format (ComfyUI: 'Export (API)'), e.g. workflows/api/*_api.json")
     p.add_argument("--server", default=DEFAULT_SERVER, help=f"ComfyUI address HOST:PORT or URL (default {DEFAULT_SERVER})")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.INPUT=VALUE",
                    help="change an input before queueing; NODE is a node id or a unique title, VALUE is JSON "

@@ -52,7 +52,7 @@ def default_workflow() -> Path:
     chosen = os.environ.get("IASA_WORKFLOW")
     if chosen:
         return Path(chosen)
-    candidates = sorted(WORKFLOWS.glob("*_api.json"))
+    candidates = sorted((WORKFLOWS / "api").glob("*_api.json"))
     if not candidates:
         pytest.skip(f"no API-format workflow (*_api.json) in {WORKFLOWS} yet")
     for hint in DEFAULT_WORKFLOW_HINTS:
@@ -144,7 +144,7 @@ def test_ui_workflows_convert_to_our_api_json_in_the_real_frontend(comfy):
     browser_path = _chromium()
     if not browser_path:
         pytest.skip("no Chromium found (apt install chromium, or set IASA_CHROMIUM)")
-    names = sorted(p.name[: -len("_api.json")] for p in WORKFLOWS.glob("*_api.json"))
+    names = sorted(p.name[: -len("_api.json")] for p in (WORKFLOWS / "api").glob("*_api.json"))
     assert names
     flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--no-first-run"]
@@ -159,7 +159,7 @@ def test_ui_workflows_convert_to_our_api_json_in_the_real_frontend(comfy):
             page.wait_for_function("window.app && window.app.graph", timeout=180_000)
             for name in names:
                 ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
-                api = json.loads((WORKFLOWS / f"{name}_api.json").read_text())
+                api = json.loads((WORKFLOWS / "api" / f"{name}_api.json").read_text())
                 errors.clear()
                 page.evaluate("async (g) => { await window.app.loadGraphData(g); }", ui)
                 prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")

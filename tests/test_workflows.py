@@ -69,7 +69,7 @@ def _extras(name: str, kind: str, opts: dict) -> int:
 
 def _load(name: str) -> tuple[dict, dict]:
     return (json.loads((WORKFLOWS / f"{name}.json").read_text()),
-            json.loads((WORKFLOWS / f"{name}_api.json").read_text()))
+            json.loads((WORKFLOWS / "api" / f"{name}_api.json").read_text()))
 
 
 def ui_to_api(ui: dict, ours: dict) -> dict:
@@ -175,9 +175,45 @@ def test_files_are_what_the_builder_writes():
     import build_workflows
 
     rendered = build_workflows.render_all()
-    assert sorted(rendered) == sorted(f"{n}{s}.json" for n in NAMES for s in ("", "_api"))
+    assert sorted(rendered) == sorted([f"{n}.json" for n in NAMES] + [f"api/{n}_api.json" for n in NAMES])
     for file_name, text in rendered.items():
         assert (WORKFLOWS / file_name).read_text() == text, f"{file_name} is stale: run workflows/build_workflows.py"
+
+
+def test_template_folder_holds_only_ui_workflows_with_thumbnails():
+    """ComfyUI lists custom_nodes/<pack>/workflows/*.json (one level) as templates; an API-format file there
+    opens as an empty canvas ("Workflow does not contain a valid version"). Each template has <name>.jpg,
+    the thumbnail the frontend asks for (jpg only), kept small."""
+    listed = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+    assert listed == sorted(NAMES)
+    for name in listed:
+        assert json.loads((WORKFLOWS / f"{name}.json").read_text())["version"] == 0.4
+        thumb = WORKFLOWS / f"{name}.jpg"
+        assert thumb.is_file() and thumb.stat().st_size < 40_000, f"{name}: no small thumbnail"
+        assert thumb.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
+    assert sorted(p.name for p in (WORKFLOWS / "api").glob("*.json")) == sorted(f"{n}_api.json" for n in NAMES)
+
+
+def _rects(ui: dict) -> list[tuple[int, float, float, float, float]]:
+    """(id, left, top, right, bottom) of each node as drawn: the title bar sits above pos."""
+    return [(n["id"], n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+            for n in ui["nodes"]]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nodes_do_not_overlap(name, ours):
+    ui, _ = _load(name)
+    rects = _rects(ui)
+    for i, (a, l1, t1, r1, b1) in enumerate(rects):
+        for b, l2, t2, r2, b2 in rects[i + 1:]:
+            assert r1 <= l2 or r2 <= l1 or b1 <= t2 or b2 <= t1, f"{name}: nodes {a} and {b} overlap"
+    # A node smaller than its slots and widgets need is grown by the frontend (into its neighbour).
+    for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        sockets = [n for n, k, _o, _r in _inputs(node["type"], ours) if not (k in WIDGET_TYPES or k == "COMBO")]
+        rows = max(len(sockets), len(node["outputs"]), 1)
+        assert node["size"][1] >= 20 * rows + 24 * len(node["widgets_values"]), f"{name}: node {node['id']} too small"
 
 
 def test_default_workflow_inputs_are_shipped():

@@ -1,6 +1,6 @@
 """Write every workflow of the pack in both ComfyUI formats from one graph description each.
 
-    python workflows/build_workflows.py            # rewrite workflows/*.json
+    python workflows/build_workflows.py            # rewrite workflows/*.json and workflows/api/*_api.json
     python workflows/build_workflows.py --check    # exit 1 if a file differs from what it would write
 
 UI format (version 0.4, what the ComfyUI frontend saves and loads) and API format (what POST /prompt
@@ -23,7 +23,15 @@ ROOT = HERE.parent
 CORE_SPECS = ROOT / "tests" / "data" / "comfy_core_nodes.json"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_EXTRAS = {"image_upload": ["image"], "video_upload": ["image"], "audio_upload": [None, None]}
-COLUMN_WIDTH, ROW_HEIGHT = 380, 330
+# API-format files go one folder down: ComfyUI lists every *.json directly in workflows/ as a template
+# (custom_nodes/*/workflows/*.json, one level only), and an API file opened there is an empty canvas.
+API_DIR = "api"
+# Layout: columns of nodes stacked top to bottom. The frontend draws a node's title bar above its pos and
+# grows a node smaller than its slots and widgets need, so sizes are reckoned from those, with gaps.
+NODE_WIDTH, COLUMN_GAP, ROW_GAP, TITLE_HEIGHT = 340, 60, 50, 30
+SLOT_HEIGHT, WIDGET_HEIGHT = 22, 28
+MEDIA_HEIGHT = 300  # nodes that show an image or video preview under their widgets
+MEDIA_NODES = {"PreviewImage", "SaveImage", "SaveVideo", "LoadImage", "LoadVideo"}
 
 
 @dataclass
@@ -115,6 +123,26 @@ def _default(spec: InputSpec) -> Any:
     raise ValueError(f"input {spec.name!r} has no default: give its value in the workflow")
 
 
+def node_height(node_type: str, specs: dict[str, NodeSpec]) -> int:
+    """Body height (below the title bar) that fits a node's slot rows, widgets and any preview."""
+    spec = specs[node_type]
+    sockets = sum(1 for i in spec.inputs if not i.is_widget)
+    widgets = sum(1 + len(i.extras()) for i in spec.inputs if i.is_widget)
+    media = MEDIA_HEIGHT if node_type in MEDIA_NODES else 0
+    return 20 + SLOT_HEIGHT * max(sockets, len(spec.outputs), 1) + WIDGET_HEIGHT * widgets + media
+
+
+def _layout(nodes: list[Node], specs: dict[str, NodeSpec]) -> dict[int, list[int]]:
+    """Top-left position of each node: its column, then below the nodes of lower rows in that column."""
+    pos = {}
+    for column in sorted({n.column for n in nodes}):
+        y = 40 + TITLE_HEIGHT
+        for n in sorted((n for n in nodes if n.column == column), key=lambda n: n.row):
+            pos[n.id] = [40 + (NODE_WIDTH + COLUMN_GAP) * column, y]
+            y += node_height(n.type, specs) + ROW_GAP + TITLE_HEIGHT
+    return pos
+
+
 def build(nodes: list[Node], note: str, specs: dict[str, NodeSpec]) -> tuple[dict, dict]:
     """(UI JSON, API JSON) of a graph."""
     by_id = {n.id: n for n in nodes}
@@ -133,6 +161,7 @@ def build(nodes: list[Node], note: str, specs: dict[str, NodeSpec]) -> tuple[dic
             outgoing.setdefault((src, slot), []).append(link_id)
     ui_nodes, api = [], {}
     note_id = max(by_id) + 1
+    positions = _layout(nodes, specs)
     for order, n in enumerate(nodes):
         spec = specs[n.type]
         unknown = set(n.widgets) | set(n.links)
@@ -163,8 +192,8 @@ def build(nodes: list[Node], note: str, specs: dict[str, NodeSpec]) -> tuple[dic
             raise ValueError(f"node {n.id} {n.type} has no inputs {sorted(unknown)}")
         outputs = [{"name": name, "type": kind, "slot_index": i, "links": outgoing.get((n.id, i))}
                    for i, (name, kind) in enumerate(spec.outputs)]
-        ui = {"id": n.id, "type": n.type, "pos": [40 + COLUMN_WIDTH * n.column, 40 + ROW_HEIGHT * n.row],
-              "size": [340, 120 + 26 * len(values)], "flags": {}, "order": order, "mode": 0,
+        ui = {"id": n.id, "type": n.type, "pos": positions[n.id], "size": [NODE_WIDTH, node_height(n.type, specs)],
+              "flags": {}, "order": order, "mode": 0,
               "inputs": ui_inputs, "outputs": outputs, "properties": {"Node name for S&R": n.type},
               "widgets_values": values}
         if n.title:
@@ -172,8 +201,9 @@ def build(nodes: list[Node], note: str, specs: dict[str, NodeSpec]) -> tuple[dic
         ui_nodes.append(ui)
         api[str(n.id)] = {"inputs": api_inputs, "class_type": n.type,
                           "_meta": {"title": n.title or spec.display_name}}
-    ui_nodes.append({"id": note_id, "type": "Note", "pos": [40, 40 + ROW_HEIGHT * (1 + max(n.row for n in nodes))],
-                     "size": [COLUMN_WIDTH * 2 - 40, 260], "flags": {}, "order": len(nodes), "mode": 0,
+    bottom = max(positions[n.id][1] + node_height(n.type, specs) for n in nodes)
+    ui_nodes.append({"id": note_id, "type": "Note", "pos": [40, bottom + ROW_GAP + TITLE_HEIGHT],
+                     "size": [2 * NODE_WIDTH + COLUMN_GAP, 280], "flags": {}, "order": len(nodes), "mode": 0,
                      "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note],
                      "color": "#432", "bgcolor": "#653"})
     ui_graph = {"last_node_id": note_id, "last_link_id": len(links), "nodes": ui_nodes, "links": links,
@@ -284,7 +314,7 @@ def render_all() -> dict[str, str]:
     for name, (graph, note) in workflows().items():
         ui, api = build(graph, note, specs)
         out[f"{name}.json"] = json.dumps(ui, indent=2) + "\n"
-        out[f"{name}_api.json"] = json.dumps(api, indent=2) + "\n"
+        out[f"{API_DIR}/{name}_api.json"] = json.dumps(api, indent=2) + "\n"
     return out
 
 
@@ -296,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for name, text in render_all().items():
         path = HERE / name
+        path.parent.mkdir(exist_ok=True)
         if args.check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(name)
