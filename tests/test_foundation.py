@@ -5,6 +5,8 @@ import os
 import re
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -42,8 +44,7 @@ def test_library_never_imports_comfyui():
 
 def test_onnxruntime_is_not_forced_next_to_onnxruntime_gpu(monkeypatch):
     """pip would install the CPU onnxruntime beside an installed onnxruntime-gpu (they clash): it is an extra."""
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     reqs = [ln.split("#")[0].strip() for ln in open(os.path.join(ROOT, "requirements.txt"))]
     assert not [ln for ln in reqs if re.match(r"^onnxruntime\b", ln)]
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
@@ -55,6 +56,23 @@ def test_onnxruntime_is_not_forced_next_to_onnxruntime_gpu(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # neither build installed: TorchScript weights
     assert dwpose._default_prefer("cpu") == "torchscript"
+
+
+def test_registry_icon_is_this_repositorys_small_square_png():
+    from PIL import Image
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as fh:
+        data = tomllib.load(fh)
+    icon = data["tool"]["comfy"]["Icon"]
+    repo = data["project"]["urls"]["Repository"].removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{repo}/main/"
+    assert icon.startswith(prefix)
+    path = os.path.join(ROOT, icon.removeprefix(prefix))
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width == image.height <= 400
+    assert os.path.getsize(path) < 20_000
 
 
 def test_requirements_do_not_pin_torch():

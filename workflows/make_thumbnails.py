@@ -6,6 +6,7 @@ ComfyUI's frontend shows custom_nodes/<pack>/workflows/<name>.jpg for the templa
 only). Each thumbnail is a strip made by running this pack's nodes on workflows/inputs/ on the CPU: the
 photo, its poses drawn by IASA Render Poses, and (for the talking video) frames the embedded student
 made; the mask preview shows IASA Sparse Plan's own preview. A few seconds; small files (a few kB).
+It also draws the pack's icon, icon.png at the repository root.
 """
 
 from __future__ import annotations
@@ -96,10 +97,20 @@ def thumbnails() -> dict[str, Image.Image]:
             "iasa_pose_reenactment": reenact, "iasa_mask_preview": mask}
 
 
+def icon() -> Image.Image:
+    """The pack's icon ([tool.comfy] Icon, 128x128 PNG): the speaker's pose as IASA Render Poses draws it."""
+    n = _nodes()
+    (pose,) = _run(n["IASALoadPoses"], pose_file="iasa_speaker_pose.json", fps=25.0)
+    (drawn,) = _run(n["IASARenderPoses"], poses=pose, width=128, height=128, hands=True, face=True, bgr=False,
+                    min_score=0.3)
+    return _pil(drawn)
+
+
 def main() -> int:
-    """Write every thumbnail next to its workflow."""
+    """Write every thumbnail next to its workflow, and the pack's icon at the repository root."""
     for name, image in thumbnails().items():
         image.save(HERE / f"{name}.jpg", quality=QUALITY, optimize=True)
+    icon().save(ROOT / "icon.png", optimize=True)
     return 0
 
 
