@@ -71,6 +71,21 @@ class IASASampler:
     DESCRIPTION = ("Generates the talking video: the reference person moves along the poses. One frame per pose; "
                    "long pose sequences are sampled in overlapping windows. Cancel stops between steps.")
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, backend="auto"):
+        # Checked when the prompt is queued: the sampler's own check came only after the nodes before it had
+        # run (7 s on a CPU before FlashInfer was refused). The model's device is not known here, so this
+        # refuses a kernel that cannot run on ComfyUI's device; the sampler still checks the model's.
+        from iasa_core.sparse.attention import available_backends
+
+        choices = cls.INPUT_TYPES()["required"]["backend"][0]
+        if backend not in choices:  # naming backend here turns off ComfyUI's own list check for it
+            return f"backend {backend!r} is not one of {', '.join(choices)}"
+        why = available_backends(bridge.torch_device()).get(backend, "")
+        if why:
+            return f"backend {backend} cannot run on {bridge.torch_device()}: {why}; choose auto or gather"
+        return True
+
     def sample(self, model, reference_image, poses, sampler="auto", steps=0, seed=0, backend="auto", sparse=True,
                plan=None, guidance=0.0, window_frames=81, overlap=4):
         import torch

@@ -599,6 +599,17 @@ def test_messages_shown_in_comfyui_name_inputs_not_cli_flags(nodes, folders, tin
     assert "--" not in msg
 
 
+def test_sampler_refuses_a_backend_this_device_cannot_run_before_the_prompt_runs(nodes, monkeypatch):
+    import iasa_core.sparse.attention as attention
+
+    cls = nodes["IASASampler"]
+    assert cls.VALIDATE_INPUTS(backend="gather") is True and cls.VALIDATE_INPUTS(backend="auto") is True
+    assert "not one of" in cls.VALIDATE_INPUTS(backend="cudnn")
+    monkeypatch.setattr(attention, "flashinfer_available", lambda device: (False, "FlashInfer needs CUDA"))
+    message = cls.VALIDATE_INPUTS(backend="flashinfer")
+    assert message.startswith("backend flashinfer cannot run on") and "FlashInfer needs CUDA" in message
+
+
 def test_sampler_steps_and_guidance_default_to_the_models_own(nodes, tiny_model, monkeypatch):
     import iasa_core.pipeline as pipeline
 
