@@ -60,6 +60,10 @@ class IASASampler:
                 "overlap": ("INT", {
                     "default": 4, "min": 1, "max": 64, "step": 1,
                     "tooltip": "Latent frames shared by consecutive windows (blended, so there are no seams)."}),
+                "start_from_image": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "The first frame lands on the reference image itself (through the VAE), so the "
+                               "video starts from the photo; off lets the model draw the first frame too."}),
             },
         }
 
@@ -87,7 +91,7 @@ class IASASampler:
         return True
 
     def sample(self, model, reference_image, poses, sampler="auto", steps=0, seed=0, backend="auto", sparse=True,
-               plan=None, guidance=0.0, window_frames=81, overlap=4):
+               plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True):
         import torch
 
         from iasa_core import validate
@@ -104,7 +108,8 @@ class IASASampler:
                                   guidance=guidance or None,
                                   seed=validate.seed(seed, "seed"), sparse=bool(sparse), backend=backend,
                                   window_frames=validate.whole(window_frames, "window_frames", low=5),
-                                  overlap_latents=validate.whole(overlap, "overlap", low=1))
+                                  overlap_latents=validate.whole(overlap, "overlap", low=1),
+                                  anchor_first=bool(start_from_image))
         validate.generate_options(options, INPUT_NAMES)
         image = load_image(reference_image, name="reference_image")
         validate.reference_image(image.shape, "reference_image")

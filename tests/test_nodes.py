@@ -38,7 +38,7 @@ CONTRACT = {
                         ["lora_1", "lora_1_strength", "lora_2", "lora_2_strength", "pose_weights", "vae", "seed"],
                         ("IASA_MODEL",), ("model",)),
     "IASASampler": (["model", "reference_image", "poses", "sampler", "steps", "seed", "backend", "sparse"],
-                    ["plan", "guidance", "window_frames", "overlap"], ("IMAGE", "FLOAT"), ("images", "fps")),
+                    ["plan", "guidance", "window_frames", "overlap", "start_from_image"], ("IMAGE", "FLOAT"), ("images", "fps")),
     "IASAVideo": (["images", "fps"], ["audio"], ("VIDEO",), ("video",)),
 }
 KNOWN_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "MASK", "AUDIO", "VIDEO", "POSE_KEYPOINT",
@@ -582,6 +582,13 @@ def test_sampler_runs_the_pipeline_with_progress(nodes, tiny_model, progress):
     want = generate_video(tiny_model["system"], load_image(ref), PoseSequence.from_pose_keypoint(poses),
                           GenerateOptions(seed=7))
     assert torch.equal((images * 255).round().to(torch.uint8), torch.from_numpy(want.frames))
+    # start_from_image off: the library's anchor_first=False, a different first frame
+    free, _ = run(cls, model=tiny_model, reference_image=ref, poses=poses, sampler="auto", steps=0, seed=7,
+                  backend="auto", sparse=True, start_from_image=False)
+    want_free = generate_video(tiny_model["system"], load_image(ref), PoseSequence.from_pose_keypoint(poses),
+                               GenerateOptions(seed=7, anchor_first=False))
+    assert torch.equal((free * 255).round().to(torch.uint8), torch.from_numpy(want_free.frames))
+    assert not torch.equal(free[0], images[0])
 
 
 def test_messages_shown_in_comfyui_name_inputs_not_cli_flags(nodes, folders, tiny_model):
