@@ -8,7 +8,6 @@ through an API prompt: JSON's NaN passes the widgets' min/max checks).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from PIL import Image
 from iasa_core.__main__ import main
 from iasa_core.pose.sequence import PoseSequence
 from iasa_core.pose.synthetic import synthetic_keypoints
+from tests.test_nodes import _import_pack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 64, 48  # poses canvas and reference image (height x width)
@@ -214,21 +214,6 @@ def test_library_options_are_checked(tiny, inputs, field, value, name):
 
 
 # ---------------------------------------------------------------------- 2, 9, 11, 12: node inputs
-
-
-def _import_pack(name="iasa_pack_under_test"):
-    """Import the repository root as a package, as ComfyUI imports custom_nodes/<pack>."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "__init__.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 @pytest.fixture(scope="module")
