@@ -113,7 +113,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(dataset_root, 
     assert resumed["start"] == 1
     assert f"warning: checkpoint {newest} is damaged" in err and "resuming from the one before" in err
     assert (out / "checkpoints" / "damaged-step-0000002").is_dir()  # kept for a look, out of the step-* order
-    _assert_same(_final_state(out, 3), _final_state(straight_run, 3))
+    _assert_same(_final_state(out, 3), _final_state(tmp_path / "straight", 3))
 
 
 def test_latest_checkpoint_skips_damaged_ones_and_refuses_when_all_are(straight_run, tmp_path):
@@ -153,12 +153,16 @@ def _trainer(config, out, steps: int) -> list[str]:
             "--set", "optim.lr=0.001", "--set", "sparse.settings.block_size=16"]
 
 
-def test_a_run_killed_mid_step_resumes_to_bit_identical_weights(dataset_root, straight_run, tmp_path):  # noqa: F811
+def test_a_run_killed_mid_step_resumes_to_bit_identical_weights(dataset_root, tmp_path):  # noqa: F811
     config = tmp_path / "teacher.yaml"
     config.write_text(f"model: {{spec: tiny}}\ndata: {{root: {dataset_root}}}\nlora: {{rank: 4}}\n")
     out = tmp_path / "run"
-    # the same thread count as this process: CPU kernels split sums by thread, and the weights must match bit for bit
+    # The reference is an uninterrupted run in a process like the killed one: with two threads, a run inside
+    # pytest and one in a fresh process differed in the last bits (threading state), interrupted or not.
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()), PYTHONPATH=ROOT)
+    straight = subprocess.run(_trainer(config, tmp_path / "straight", 3), cwd=ROOT, env=env, capture_output=True,
+                              timeout=300)
+    assert straight.returncode == 0, straight.stderr.decode()
     proc = subprocess.Popen(_trainer(config, out, 3), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     first = out / "checkpoints" / "step-0000001" / "state.json"
@@ -174,7 +178,7 @@ def test_a_run_killed_mid_step_resumes_to_bit_identical_weights(dataset_root, st
     done = subprocess.run(_trainer(config, out, 3), cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert "resuming from" in done.stderr.decode()
-    _assert_same(_final_state(out, 3), _final_state(straight_run, 3))
+    _assert_same(_final_state(out, 3), _final_state(tmp_path / "straight", 3))
 
 
 # ----------------------------------------------------------------------------- messages that name the cause
