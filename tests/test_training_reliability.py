@@ -113,7 +113,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(dataset_root, 
     assert resumed["start"] == 1
     assert f"warning: checkpoint {newest} is damaged" in err and "resuming from the one before" in err
     assert (out / "checkpoints" / "damaged-step-0000002").is_dir()  # kept for a look, out of the step-* order
-    _assert_same(_final_state(out, 3), _final_state(tmp_path / "straight", 3))
+    _assert_same(_final_state(out, 3), _final_state(straight_run, 3))
 
 
 def test_latest_checkpoint_skips_damaged_ones_and_refuses_when_all_are(straight_run, tmp_path):
