@@ -135,10 +135,12 @@ def cmd_bench(args) -> int:
         result = bench_model(device=args.device, top_k=args.top_k, mode=args.mode, repeats=args.repeats,
                              backend=args.backend)
     elif args.what == "quality":
-        from .bench.quality import bench_quality, format_table
+        from .bench.quality import bench_quality, default_rows, format_table
 
+        models = {k: v for k, v in (("teacher", args.teacher), ("dmd", args.dmd), ("student", args.student)) if v}
         result = bench_quality(clips=args.clips, seconds=args.seconds, teacher_steps=args.teacher_steps,
-                               device=args.device, dtype=args.dtype, sheet=args.sheet)
+                               device=args.device, dtype=args.dtype, sheet=args.sheet,
+                               rows=default_rows(**models) if models else None)
         print(format_table(result))
     elif args.what == "vae":
         import torch
@@ -219,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=5.0, help="`quality`: seconds per clip (default 5)")
     b.add_argument("--teacher-steps", type=int,
                    help="`quality`: teacher Euler steps (default: the teacher's stored value, 50)")
+    for name, default in (("teacher", "embedded-teacher"), ("dmd", "embedded-dmd"), ("student", "embedded")):
+        b.add_argument(f"--{name}", help=f"`quality`: the model (name or .safetensors file) of the {name} rows "
+                                         f"(default {default}), e.g. a training run's before export")
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 

@@ -36,15 +36,19 @@ class QualityRow:
 COPY_ROW = QualityRow("copy the reference frame (floor)", "", "copy", sparse=False)
 
 
-def default_rows() -> list[QualityRow]:
-    """The floor (the reference repeated: a model that does not move), then the paper's Table 2 rows."""
+def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", student: str = "embedded"
+                 ) -> list[QualityRow]:
+    """The floor (the reference repeated: a model that does not move), then the paper's Table 2 rows.
+
+    The three models default to the embedded ones; model files (e.g. a training run's, before export) may
+    stand in for any of them."""
     return [
         COPY_ROW,
-        QualityRow("teacher, many-step, dense", "embedded-teacher", "teacher", sparse=False),
-        QualityRow("+ global mask", "embedded-teacher", "teacher", sparse=True, local=False),
-        QualityRow("+ local mask (IASA)", "embedded-teacher", "teacher", sparse=True, local=True),
-        QualityRow("+ DMD, 4 steps", "embedded-dmd", "student", sparse=True),
-        QualityRow("+ region loss (ours)", "embedded", "student", sparse=True),
+        QualityRow("teacher, many-step, dense", teacher, "teacher", sparse=False),
+        QualityRow("+ global mask", teacher, "teacher", sparse=True, local=False),
+        QualityRow("+ local mask (IASA)", teacher, "teacher", sparse=True, local=True),
+        QualityRow("+ DMD, 4 steps", dmd, "student", sparse=True),
+        QualityRow("+ region loss (ours)", student, "student", sparse=True),
     ]
 
 
