@@ -10,6 +10,7 @@ from . import (
     nodes_audio,
     nodes_model,
     nodes_motion,
+    nodes_patch,
     nodes_pose,
     nodes_sampler,
     nodes_sparse,
@@ -18,7 +19,7 @@ from . import (
 
 comfy_bridge.register_model_folders()
 
-_MODULES = (nodes_audio, nodes_motion, nodes_pose, nodes_sparse, nodes_model, nodes_sampler, nodes_video)
+_MODULES = (nodes_audio, nodes_motion, nodes_pose, nodes_sparse, nodes_patch, nodes_model, nodes_sampler, nodes_video)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

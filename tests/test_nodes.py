@@ -34,6 +34,8 @@ CONTRACT = {
                         ("images",)),
     "IASASparsePlan": (["poses", "width", "height", "frames", "top_k", "block_size", "mode"], [],
                        ("IASA_PLAN", "IMAGE", "FLOAT"), ("plan", "preview", "density")),
+    "IASAPatchModel": (["model", "poses", "top_k", "regions", "sink_first", "mode", "block_size", "backend",
+                        "dense_steps", "dense_first_blocks", "dense_last_blocks"], [], ("MODEL",), ("model",)),
     "IASAModelLoader": (["model", "dtype", "device"],
                         ["lora_1", "lora_1_strength", "lora_2", "lora_2_strength", "pose_weights", "vae", "seed"],
                         ("IASA_MODEL",), ("model",)),
@@ -42,7 +44,7 @@ CONTRACT = {
     "IASAVideo": (["images", "fps"], ["audio"], ("VIDEO",), ("video",)),
 }
 KNOWN_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "MASK", "AUDIO", "VIDEO", "POSE_KEYPOINT",
-               "IASA_MODEL", "IASA_PLAN"}
+               "IASA_MODEL", "IASA_PLAN", "MODEL"}
 H, W = 64, 48  # the sampler's test size (multiples of 16)
 
 
