@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from .nodes_pose import POSE_TOOLTIP
+from .nodes_sparse import IASASparsePlan
+
+# The plan options read as on IASA Sparse Plan (same widgets, ranges and tooltips).
+_PLAN_INPUTS = IASASparsePlan.INPUT_TYPES()["required"]
 
 _BACKENDS = ["auto", "dense", "gather", "flex", "flashinfer"]  # iasa_core.sparse.native_patch.BACKEND_CHOICES
 
@@ -20,9 +24,7 @@ class IASAPatchModel:
                 "poses": ("POSE_KEYPOINT", {
                     "tooltip": POSE_TOOLTIP + " One pose per video frame of the video being sampled (the same "
                                "poses as the pose video); more frames are fine, the first ones are used."}),
-                "top_k": ("INT", {
-                    "default": 2, "min": 0, "max": 20, "step": 1,
-                    "tooltip": "How many of the most pose-similar past latent frames each latent frame attends to."}),
+                "top_k": _PLAN_INPUTS["top_k"],
                 "regions": ("STRING", {
                     "default": "face,hands,arms,body",
                     "tooltip": "Body regions that attend across frames, comma separated (face, hands, arms, body); "
@@ -30,13 +32,8 @@ class IASAPatchModel:
                 "sink_first": ("BOOLEAN", {
                     "default": False,
                     "tooltip": "Every frame also sees the whole first latent frame (the start image)."}),
-                "mode": (["exact", "pooled"], {
-                    "default": "exact",
-                    "tooltip": "exact: the token rule inside partly allowed blocks; pooled: a block is computed "
-                               "whole when any pair in it is allowed (the paper's pooling, approximate)."}),
-                "block_size": ("INT", {
-                    "default": 128, "min": 16, "max": 256, "step": 16,
-                    "tooltip": "Kernel block size in tokens (the paper uses 128)."}),
+                "mode": _PLAN_INPUTS["mode"],
+                "block_size": _PLAN_INPUTS["block_size"],
                 "backend": (_BACKENDS, {
                     "default": "auto",
                     "tooltip": "auto: FlashInfer on CUDA when installed, else the exact PyTorch gather; dense: "

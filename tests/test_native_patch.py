@@ -139,7 +139,7 @@ class WanModel(nn.Module):
             tokens = torch.cat([self.ref_conv(self._patches(ref[:, :, None])), tokens], dim=1)
         tk, tv = self.text(context).chunk(2, dim=-1)
         options["total_blocks"] = len(self.qkv)
-        for i, (qkv, cross) in enumerate(zip(self.qkv, self.cross)):
+        for i, (qkv, cross) in enumerate(zip(self.qkv, self.cross, strict=True)):
             options["block_index"] = i
             q, k, v = qkv(tokens).chunk(3, dim=-1)
             tokens = tokens + dispatch(q, k, v, heads=HEADS, transformer_options=options)
@@ -163,11 +163,17 @@ def text(batch=2, seed=1):
     return torch.randn(batch, TEXT, 8, generator=torch.Generator().manual_seed(seed))
 
 
+def additive(mask):
+    """A boolean token mask as the additive float mask every ComfyUI attention function reads the same way
+    (on CPU ComfyUI uses sub-quadratic attention, which adds a mask to the scores: a bool would add 0 or 1)."""
+    return torch.zeros(mask.shape).masked_fill(~mask, -torch.finfo(torch.float32).max)
+
+
 class MaskOverride:
     """Reference: ComfyUI's own attention with an explicit token mask on self-attention (k as long as q)."""
 
     def __init__(self, mask):
-        self.mask = mask
+        self.mask = additive(mask)
 
     def __call__(self, func, q, k, v, *args, **kwargs):
         if q.shape[1] == k.shape[1] == self.mask.shape[0]:
@@ -418,7 +424,10 @@ def test_options_are_checked():
 def test_node_returns_a_patched_clone_and_leaves_its_input_alone():
     from test_nodes import _import_pack
 
+    from iasa_core.sparse.native_patch import BACKEND_CHOICES
+
     node = _import_pack().NODE_CLASS_MAPPINGS["IASAPatchModel"]()
+    assert node.INPUT_TYPES()["required"]["backend"][0] == list(BACKEND_CHOICES)
     base = Patcher(WanModel())
     (out,) = node.patch(base, poses().to_pose_keypoint(), top_k=1, regions="face, hands", block_size=16,
                         dense_last_blocks=1)
