@@ -82,10 +82,20 @@ def copy_workflow_inputs(dest: Path) -> list[str]:
     return copied
 
 
+def extra_paths_config(workdir: Path) -> Path:
+    """An extra_model_paths.yaml: a diffusion_models folder in `workdir` and the test-only custom nodes."""
+    (workdir / "models" / "diffusion_models").mkdir(parents=True, exist_ok=True)
+    config = workdir / "extra_model_paths.yaml"
+    config.write_text(f"iasa_tests:\n    base_path: {workdir}\n    diffusion_models: models/diffusion_models\n"
+                      f"    custom_nodes: {REPO_ROOT / 'tests' / 'comfy_custom_nodes'}\n", encoding="utf-8")
+    return config
+
+
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    server = ComfyServer(COMFYUI_PATH, python=os.environ.get("COMFYUI_PYTHON") or None,
-                         workdir=tmp_path_factory.mktemp("comfyui"))
+    workdir = tmp_path_factory.mktemp("comfyui")
+    server = ComfyServer(COMFYUI_PATH, python=os.environ.get("COMFYUI_PYTHON") or None, workdir=workdir,
+                         extra_args=("--extra-model-paths-config", str(extra_paths_config(workdir))))
     try:
         server.start(timeout=float(os.environ.get("IASA_COMFY_START_TIMEOUT", "300")))
         yield server
@@ -166,3 +176,70 @@ def test_ui_workflows_convert_to_our_api_json_in_the_real_frontend(comfy):
                 assert strip(prompt) == strip(api), f"{name}: the frontend makes another prompt; errors: {errors}"
         finally:
             browser.close()
+
+
+# ---------------------------------------------------------------------- IASA Patch Model on native Wan
+
+
+def _native_wan_prompt(prefix: str, patch: dict | None) -> dict:
+    """UNETLoader (tiny Wan) [-> IASA Patch Model] -> KSampler (cond + uncond) -> SaveLatent."""
+    prompt = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "iasa_tiny_wan.safetensors",
+                                                      "weight_dtype": "default"}},
+        "2": {"class_type": "IASALoadPoses", "inputs": {"pose_file": "iasa_tiny_wan_poses.json", "fps": 25.0}},
+        "4": {"class_type": "TestRandomConditioning", "inputs": {"tokens": 8, "width": 4096, "seed": 1}},
+        "5": {"class_type": "TestRandomConditioning", "inputs": {"tokens": 8, "width": 4096, "seed": 2}},
+        "6": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 96, "height": 64, "length": 9,
+                                                                   "batch_size": 1}},
+        "7": {"class_type": "KSampler", "inputs": {
+            "model": ["3", 0] if patch is not None else ["1", 0], "seed": 0, "steps": 2, "cfg": 3.0,
+            "sampler_name": "euler", "scheduler": "simple", "positive": ["4", 0], "negative": ["5", 0],
+            "latent_image": ["6", 0], "denoise": 1.0}},
+        "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": f"latents/{prefix}"}},
+    }
+    if patch is not None:
+        inputs = {"model": ["1", 0], "poses": ["2", 0], "top_k": 1, "regions": "face,hands,arms,body",
+                  "sink_first": False, "mode": "exact", "block_size": 16, "backend": "auto", "dense_steps": 0,
+                  "dense_first_blocks": 0, "dense_last_blocks": 0}
+        prompt["3"] = {"class_type": "IASAPatchModel", "inputs": {**inputs, **patch}}
+    return prompt
+
+
+def _run_latent(comfy, prompt: dict, prefix: str):
+    from safetensors.torch import load_file
+
+    client = make_client(comfy.address)
+    entry = wait_for_history(client, client.queue(prompt), float(os.environ.get("IASA_COMFY_TIMEOUT", "600")), comfy)
+    status = entry.get("status") or {}
+    assert status.get("status_str", "success") == "success", \
+        f"{prefix} failed: {json.dumps(status.get('messages'))[:4000]}\n{comfy.log_tail()}"
+    files = sorted((comfy.output_dir / "latents").glob(f"{prefix}_*.latent"))
+    assert files, f"{prefix}: no latent saved\n{comfy.log_tail()}"
+    return load_file(str(files[-1]))["latent_tensor"]
+
+
+def test_patch_model_runs_on_a_native_wan_in_comfyui(comfy):
+    """A tiny Wan in Wan-native keys through UNETLoader: IASA changes the result, all-dense steps leave it exact."""
+    import subprocess
+    import sys
+
+    from iasa_core.pose.sequence import PoseSequence
+    from iasa_core.pose.synthetic import synthetic_keypoints
+
+    target = comfy.workdir / "models" / "diffusion_models" / "iasa_tiny_wan.safetensors"
+    subprocess.run([os.environ.get("COMFYUI_PYTHON") or sys.executable, str(REPO_ROOT / "tests" / "tiny_wan.py"),
+                    str(target)], check=True, env=dict(os.environ, COMFYUI_PATH=str(comfy.comfyui_path)),
+                   timeout=300)
+    seq = PoseSequence(synthetic_keypoints(9, 64, 96, seed=3), 64, 96, fps=25.0)
+    (comfy.input_dir / "iasa_tiny_wan_poses.json").write_text(json.dumps(seq.to_pose_keypoint()))
+
+    dense = _run_latent(comfy, _native_wan_prompt("wan_unpatched", None), "wan_unpatched")
+    sparse = _run_latent(comfy, _native_wan_prompt("wan_iasa", {}), "wan_iasa")
+    steps_dense = _run_latent(comfy, _native_wan_prompt("wan_dense_steps", {"dense_steps": 2}), "wan_dense_steps")
+    assert dense.shape == sparse.shape == (1, 16, 3, 8, 12)
+    assert bool(sparse.isfinite().all())
+    assert (sparse - dense).abs().max().item() > 1e-4, "IASA Patch Model changed nothing"
+    assert (steps_dense - dense).abs().max().item() <= 1e-6, "dense steps must be ComfyUI's own attention"
+    log = comfy.log_text()
+    assert "IASA plan for latent frames 0..2 at 4x6 patches" in log, comfy.log_tail()
+    assert "IASA sparse attention:" not in log, comfy.log_tail()  # no dense fallback warning

@@ -10,25 +10,16 @@ checkout on COMFYUI_PATH and run with an interpreter that has its requirements, 
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
 
-COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
-if COMFYUI_PATH and COMFYUI_PATH not in sys.path:
-    sys.path.append(COMFYUI_PATH)  # appended: the repository's own folders keep precedence
 try:
-    import comfy.cli_args
+    from tiny_wan import import_comfy_on_cpu, tiny_wan_state_dict
 
-    if "comfy.model_management" not in sys.modules:
-        comfy.cli_args.args.cpu = True  # decided when model_management is imported
+    import_comfy_on_cpu()
     import comfy.context_windows
-    import comfy.ops
     import comfy.sample
     import comfy.sd
-    from comfy.ldm.wan.model import WanModel
 except ImportError as exc:  # CI has no ComfyUI
     pytest.skip(f"ComfyUI's python package is not importable ({exc}); set COMFYUI_PATH", allow_module_level=True)
 
@@ -46,11 +37,7 @@ STEPS = 2
 @pytest.fixture(scope="module")
 def wan():
     """A ModelPatcher from ComfyUI's own loader for a tiny Wan2.1 T2V state dict (Wan-native keys)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = WanModel(model_type="t2v", dim=256, ffn_dim=256, num_heads=2, num_layers=2, in_dim=16, out_dim=16,
-                         operations=comfy.ops.disable_weight_init)
-        sd = {k: torch.randn(v.shape) * 0.05 for k, v in model.state_dict().items()}
+    sd = tiny_wan_state_dict()
     patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": torch.float32})
     assert type(patcher.model.diffusion_model).__name__ == "WanModel"
     return patcher
