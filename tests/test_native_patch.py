@@ -437,3 +437,15 @@ def test_node_returns_a_patched_clone_and_leaves_its_input_alone():
     with torch.no_grad():
         out.run(latent(), text())
     assert patch.sparse_calls == 1  # block 0 sparse, the last block (1) dense
+
+
+def test_the_cores_grid_sizes_is_checked_against_the_latent():
+    from iasa_core.sparse.native_layout import check_grid_sizes
+
+    layout = TokenLayout(frames=3, rows=4, cols=6, prefix=24)
+    assert check_grid_sizes(layout, {}) is layout  # older cores give none
+    assert check_grid_sizes(layout, {"grid_sizes": (4, 4, 6)}) is layout  # reference frame + 3 video frames
+    assert check_grid_sizes(layout, {"grid_sizes": torch.tensor([3, 4, 6])}) is layout
+    assert "disagree" in check_grid_sizes(layout, {"grid_sizes": (3, 6, 4)}).problem
+    assert "disagree" in check_grid_sizes(layout, {"grid_sizes": (5, 4, 6)}).problem
+    assert "not (frames, h, w)" in check_grid_sizes(layout, {"grid_sizes": "4x6"}).problem

@@ -124,3 +124,62 @@ def test_context_windows_get_a_plan_per_window(wan):
     firsts = sorted({key[3] for key in patch_of(clone)._plans})
     assert len(firsts) >= 2 and firsts[0] == 0
     assert (got - want).abs().max().item() <= 1e-5
+
+
+# ---------------------------------------------------------------------- extra tokens, on ComfyUI's own classes
+
+
+def randomized(model, seed=0, scale=0.05):
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=g) * scale
+    return model.eval()
+
+
+def forward_pair(model, seq, prefix, suffix, args, kwargs):
+    """(IASA-patched output, ComfyUI attention with the padded plan's mask) of one direct forward."""
+    from iasa_core.sparse.native_patch import WRAPPER_KEY, WRAPPER_TYPE, IASAAttentionPatch
+    from iasa_core.sparse.padded import PaddedPlan
+
+    patch = IASAAttentionPatch(seq, PatchOptions(plan=PlanConfig(top_k=1, block_size=16)))
+    patched = {OVERRIDE_KEY: patch, "wrappers": {WRAPPER_TYPE: {WRAPPER_KEY: [patch.forward_wrapper]}}}
+    plan = build_plan(seq.keypoints, (H, W), top_k=1, block_size=16)
+    reference = {OVERRIDE_KEY: MaskOverride(PaddedPlan(plan, prefix, suffix).token_mask())}
+    with torch.no_grad():
+        got = model(*args, transformer_options=patched, **kwargs)
+        want = model(*args, transformer_options=reference, **kwargs)
+        dense = model(*args, transformer_options={}, **kwargs)
+    assert patch.sparse_calls == len(model.blocks) and not patch._warned
+    return got, want, dense
+
+
+def test_reference_latent_before_and_time_concat_after_stay_dense_in_wanmodel():
+    from comfy.ldm.wan.model import WanModel
+
+    model = randomized(WanModel(model_type="t2v", dim=256, ffn_dim=256, num_heads=2, num_layers=2, in_dim=16,
+                                out_dim=16, in_dim_ref_conv=16, operations=comfy.ops.disable_weight_init))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 3, H // 8, W // 8, generator=g)
+    ctx = torch.randn(2, TEXT_TOKENS, 4096, generator=g)
+    kwargs = {"time_dim_concat": torch.randn(2, 16, 1, H // 8, W // 8, generator=g),
+              "reference_latent": torch.randn(2, 16, H // 8, W // 8, generator=g)}
+    n = (H // 16) * (W // 16)
+    got, want, dense = forward_pair(model, poses(h=H, w=W), n, n, (x, torch.full((2,), 500.0), ctx), kwargs)
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (got - dense).abs().max().item() > 1e-4
+
+
+def test_animate_reference_frame_stays_dense_in_animatewanmodel():
+    from comfy.ldm.wan.model_animate import AnimateWanModel
+
+    model = randomized(AnimateWanModel(dim=256, ffn_dim=256, num_heads=2, num_layers=2, in_dim=16, out_dim=16,
+                                       operations=comfy.ops.disable_weight_init))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 16, 4, H // 8, W // 8, generator=g)  # WanAnimateToVideo: 1 reference + 3 video latents
+    ctx = torch.randn(1, TEXT_TOKENS, 4096, generator=g)
+    clip = torch.randn(1, 257, 1280, generator=g)
+    n = (H // 16) * (W // 16)
+    got, want, dense = forward_pair(model, poses(h=H, w=W), n, 0, (x, torch.full((1,), 500.0), ctx),
+                                    {"clip_fea": clip})
+    assert (got - want).abs().max().item() <= 1e-5
+    assert (got - dense).abs().max().item() > 1e-4
