@@ -13,10 +13,10 @@ from iasa_core.bench.quality import QualityRow, bench_quality, format_table, hel
 from iasa_core.model.embedded import EMBEDDED_MODELS, WEIGHTS_DIR, embedded_path
 from iasa_core.model.loading import load_model
 
-MAX_SHIPPED_BYTES = 30 * 1000 * 1000
+MAX_SHIPPED_BYTES = 40 * 1000 * 1000  # issue 13: at most 40 MB in total, float16 storage
 
 
-def test_embedded_models_ship_under_30_mb_and_load():
+def test_embedded_models_ship_under_40_mb_and_load():
     total = 0
     for name in EMBEDDED_MODELS:
         path = embedded_path(name)
