@@ -229,6 +229,23 @@ def test_vae_long_windows_have_their_own_shape(dataset_root):  # noqa: F811
     assert _windows(ClipDataset(dataset_root), cfg, g, long=True).shape == (2, 3, 9, 16, 16)
 
 
+def test_long_windows_past_the_clip_play_it_back_and_forth(dataset_root):  # noqa: F811
+    from training.data import ClipDataset
+    from training.train_vae import _windows, mirror_frames
+
+    clip = torch.arange(5)
+    assert mirror_frames(clip, 13).tolist() == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3, 4]
+    assert mirror_frames(clip, 3).tolist() == [0, 1, 2]
+    # windows longer than the dataset's clips (the decoder's receptive field is longer than an 81-frame clip)
+    frames = ClipDataset(dataset_root)[0]["frames"].shape[0]
+    latents = (2 * frames - 1 - 1) // 4 + 1
+    cfg = _vae_cfg(dataset_root, "unused", long_window_latents=latents, long_crop=16, long_batch=1)
+    x = _windows(ClipDataset(dataset_root), cfg, torch.Generator().manual_seed(0), long=True)
+    assert x.shape[2] == 4 * (latents - 1) + 1 > frames
+    turn = frames - 1
+    assert torch.equal(x[0, :, turn - 1], x[0, :, turn + 1])  # mirrored around the clip's last frame
+
+
 def test_vae_training_in_bf16_learns(dataset_root, tmp_path):  # noqa: F811
     from training.train_vae import train_vae
 

@@ -86,6 +86,20 @@ class VaeTrainConfig:
     decoder_only: bool = False
 
 
+def mirror_frames(clip: torch.Tensor, length: int) -> torch.Tensor:
+    """``clip`` (T, ...) played forward, backward, forward... (turning frames not repeated) to ``length`` frames.
+
+    The decoder's causal receptive field spans about 20 latent frames; windows longer than the 81-frame clips
+    are what trains its steady state (without it, frames after ~80 of a long video drift in colour)."""
+    n = clip.shape[0]
+    if length <= n or n < 2:
+        return clip[:length] if n >= length else clip[torch.arange(length) % n]
+    period = 2 * (n - 1)
+    idx = torch.arange(length) % period
+    idx = torch.where(idx < n, idx, period - idx)
+    return clip[idx]
+
+
 def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, long: bool = False) -> torch.Tensor:
     """A batch of random causal windows (B, 3, 1 + 4n, crop, crop) in [-1, 1] (``long``: the long-window kind)."""
     latents, crop, batch = (cfg.long_window_latents, cfg.long_crop, cfg.long_batch) if long else \
@@ -94,6 +108,8 @@ def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, l
     out = []
     for _ in range(batch):
         clip = dataset[int(torch.randint(len(dataset), (1,), generator=g))]["frames"]
+        if clip.shape[0] < length:
+            clip = mirror_frames(torch.as_tensor(clip), length)
         start = int(torch.randint(max(1, clip.shape[0] - length + 1), (1,), generator=g))
         h, w = clip.shape[1:3]
         size = min(crop or h, h, w) // 16 * 16
