@@ -85,3 +85,28 @@ def test_float16_storage_round_trip(tmp_path):
         if a.is_floating_point():
             assert torch.equal(a.half().float(), b), k
     assert np.isfinite(loaded.prompt_embeds.numpy()).all()
+
+
+def test_segmented_decode_reprimes_each_segment_and_ignores_how_latents_arrive(vae):
+    from iasa_core.model.vae_codec import StreamDecoder
+
+    torch.manual_seed(3)
+    z = torch.randn(1, 16, 12, 4, 6)
+    with torch.no_grad():
+        whole = decode_latents(vae, z, 2, segment=4)
+        assert whole.shape == (1, 3, 45, 32, 48)
+        plain = decode_latents(vae, z, 2)
+        # the first segment (first latent + 4) is the plain stream's; the next starts from a fresh stream fed
+        # the first latent and the 3 latents before it, whose pixels are dropped
+        assert torch.equal(whole[:, :, :17], plain[:, :, :17])
+        fresh = decode_latents(vae, torch.cat([z[:, :, :1], z[:, :, 2:9]], dim=2), 2)
+        assert (whole[:, :, 17:33] - fresh[:, :, 1 + 4 * 3:]).abs().max() < 1e-5
+        assert (whole[:, :, 17:] - plain[:, :, 17:]).abs().max() > 1e-3
+        d = StreamDecoder(vae, 2, segment=4)
+        outs = []
+        for a, b in [(0, 1), (1, 6), (6, 7), (7, 12)]:
+            outs += d.push(z[:, :, a:b])
+        pieces = torch.cat(outs + d.finish(), dim=2)
+    assert torch.equal(pieces, whole)
+    with pytest.raises(ValueError, match="segment"):
+        StreamDecoder(vae, segment=0)

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from ..pose.layout import ALL_REGIONS
 from .pose_wan import Condition, PoseWanTransformer
 from .presets import PoseWanConfig
-from .vae_codec import StreamDecoder, decode_latents, encode_posterior
+from .vae_codec import DECODE_SEGMENT, StreamDecoder, decode_latents, encode_posterior
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -185,7 +185,7 @@ class PoseWanSystem:
 
         The VAE runs on the same chunks however the latents are cut, so the frames equal ``decode``'s."""
         vp = next(self.vae.parameters())
-        decoder = StreamDecoder(self.vae)
+        decoder = StreamDecoder(self.vae, segment=DECODE_SEGMENT)
 
         def frames(video: torch.Tensor) -> np.ndarray:
             pixels = ((video.to(vp.dtype)[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

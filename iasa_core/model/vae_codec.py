@@ -20,6 +20,14 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 # Activations kept per chunk: chunk video frames x H x W x widest channel count, in elements.
 CHUNK_ELEMENTS = 1 << 26
 
+# Long videos are decoded in segments of this many latent frames, each re-primed with the first latent frame
+# and the DECODE_WARMUP latent frames before it (their pixels discarded). The causal decoder's output drifts
+# once its stream has run ~18 latent frames past the first one, whatever the content (measured on the embedded
+# VAE: a still image's round trip falls from 28 dB to 16.7 dB after frame ~90; diffusers' own loop agrees);
+# re-primed segments keep every frame in the regime it was trained in (the still stays at 27 dB).
+DECODE_SEGMENT = 12
+DECODE_WARMUP = 3
+
 
 def _streamable(vae: AutoencoderKLWan) -> bool:
     cfg = vae.config
@@ -111,12 +119,14 @@ def encode_posterior(vae: AutoencoderKLWan, video: torch.Tensor, chunk: int | No
 
 
 def decode_latents(vae: AutoencoderKLWan, z: torch.Tensor, chunk: int | None = None, *,
-                   clamp: bool = True) -> torch.Tensor:
+                   clamp: bool = True, segment: int | None = None) -> torch.Tensor:
     """Raw (unnormalised) latents (B, z, F, h, w) -> pixels (B, 3, 1+4(F-1), H, W) clamped to [-1, 1].
 
-    ``clamp=False`` returns the decoder's raw output (training: a clamp has no gradient outside the range).
+    ``clamp=False`` returns the decoder's raw output (training: a clamp has no gradient outside the range);
+    ``segment``: re-primed segments of that many latent frames (``StreamDecoder``; generation uses
+    ``DECODE_SEGMENT``), None: one causal stream, diffusers' numbers.
     """
-    decoder = StreamDecoder(vae, chunk, clamp=clamp)
+    decoder = StreamDecoder(vae, chunk, clamp=clamp, segment=segment)
     outs = decoder.push(z) + decoder.finish()
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
@@ -130,13 +140,21 @@ class StreamDecoder:
     residual or tiled) decodes everything at ``finish``.
     """
 
-    def __init__(self, vae: AutoencoderKLWan, chunk: int | None = None, *, clamp: bool = True):
+    def __init__(self, vae: AutoencoderKLWan, chunk: int | None = None, *, clamp: bool = True,
+                 segment: int | None = None, warmup: int = DECODE_WARMUP):
+        if segment is not None and (segment < 1 or not 0 <= warmup <= segment):
+            raise ValueError(f"segment must be >= 1 and warmup in 0..segment; got {segment}, {warmup}")
         self.vae = vae
         self.chunk = chunk
         self.clamp = clamp
+        self.segment = segment  # None: one causal stream however long the video (diffusers' numbers)
+        self.warmup = warmup
         self.streamable = _streamable(vae)
         self._pending: list[torch.Tensor] = []  # post-quant latents (raw ones when not streamable)
         self._cache: list | None = None  # the causal convolutions' carried frames; None before the first chunk
+        self._done = 0  # latent frames decoded so far
+        self._first: torch.Tensor | None = None  # post-quant first latent frame, primes every segment
+        self._recent: torch.Tensor | None = None  # the last `warmup` post-quant latent frames decoded
 
     def _check(self, z: torch.Tensor) -> None:
         if z.ndim != 5:
@@ -184,20 +202,41 @@ class StreamDecoder:
             need -= n
         return torch.cat(parts, dim=2)
 
+    def _segment_left(self) -> int | None:
+        """Latent frames until the next segment starts (None: no segments)."""
+        if self.segment is None or self._done == 0:
+            return None
+        return self.segment - (self._done - 1) % self.segment
+
+    def _reprime(self) -> None:
+        """A fresh causal stream fed the first latent frame and the warm-up frames; their pixels are dropped."""
+        self._cache = [None] * _conv_count(self.vae, "decoder")
+        self.vae.decoder(self._first, feat_cache=self._cache, feat_idx=[0], first_chunk=True)
+        if self.warmup and self._recent is not None:
+            self.vae.decoder(self._recent, feat_cache=self._cache, feat_idx=[0])
+
     def _run(self, final: bool) -> list[torch.Tensor]:
         outs = []
         with fast_cpu_layers(self.vae):
             while True:
                 have = sum(p.shape[2] for p in self._pending)
                 first = self._cache is None
-                want = 1 if first else self.chunk
+                left = self._segment_left()
+                want = 1 if first else min(self.chunk, left) if left is not None else self.chunk
                 if have == 0 or (have < want and not final):
                     break
                 x = self._take(min(want, have))
                 if first:
                     self._cache = [None] * _conv_count(self.vae, "decoder")
                     out = self.vae.decoder(x, feat_cache=self._cache, feat_idx=[0], first_chunk=True)
+                    self._first = x
                 else:
+                    if left is not None and left == self.segment and self._done > 1:  # a later segment starts
+                        self._reprime()
                     out = self.vae.decoder(x, feat_cache=self._cache, feat_idx=[0])
+                self._done += x.shape[2]
+                if self.segment is not None and self.warmup and not first:
+                    recent = x if self._recent is None else torch.cat([self._recent, x], dim=2)
+                    self._recent = recent[:, :, -self.warmup:]
                 outs.append(torch.clamp(out, -1.0, 1.0) if self.clamp else out)
         return outs
