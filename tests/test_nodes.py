@@ -42,6 +42,7 @@ CONTRACT = {
     "IASASampler": (["model", "reference_image", "poses", "sampler", "steps", "seed", "backend", "sparse"],
                     ["plan", "guidance", "window_frames", "overlap", "start_from_image"], ("IMAGE", "FLOAT"), ("images", "fps")),
     "IASAVideo": (["images", "fps"], ["audio"], ("VIDEO",), ("video",)),
+    "IASAVideoLength": (["poses", "max_frames"], ["audio"], ("INT", "FLOAT", "AUDIO"), ("length", "fps", "audio")),
 }
 KNOWN_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "MASK", "AUDIO", "VIDEO", "POSE_KEYPOINT",
                "IASA_MODEL", "IASA_PLAN", "MODEL"}
@@ -743,3 +744,49 @@ def test_video_node_saves_an_mp4_with_audio(nodes, tmp_path):
         video.save_to(str(tmp_path / "x.webm"), format="webm", codec="auto")
     with pytest.raises(ValueError, match="IMAGE"):
         run(nodes["IASAVideo"], images=torch.zeros(9, H, W), fps=25.0)
+
+
+@pytest.mark.parametrize("poses, max_frames, length, capped", [
+    (1, 81, 1, False), (2, 81, 5, False), (5, 81, 5, False), (48, 81, 49, False), (49, 81, 49, False),
+    (81, 81, 81, False), (82, 81, 81, True), (160, 81, 81, True), (160, 80, 77, True), (160, 1, 1, True),
+    (160, 200, 161, False)])
+def test_wan_video_length_is_4k_plus_1_covering_the_poses(poses, max_frames, length, capped):
+    from iasa_core.video_length import wan_video_length
+
+    size = wan_video_length(poses, 16.0, max_frames)
+    assert (size.length, size.capped) == (length, capped)
+    assert (size.length - 1) % 4 == 0 and size.seconds == length / 16.0
+
+
+def test_wan_video_length_rejects_nonsense():
+    from iasa_core.video_length import wan_video_length
+
+    with pytest.raises(ValueError, match="poses must hold at least one frame"):
+        wan_video_length(0, 16.0)
+    with pytest.raises(ValueError, match="max_frames"):
+        wan_video_length(5, 16.0, 0)
+    with pytest.raises(ValueError, match="fps"):
+        wan_video_length(5, float("nan"))
+
+
+def test_video_length_node_sizes_the_video_and_cuts_the_audio_with_it(nodes, caplog):
+    poses = synthetic_pose_keypoint(48, fps=16.0)  # 3 s at Wan's 16 fps
+    mono = {"waveform": torch.from_numpy(_tone(3.0)).view(1, 1, -1), "sample_rate": 16000}
+    length, fps, audio = run(nodes["IASAVideoLength"], poses=poses, max_frames=81, audio=mono)
+    assert (length, fps) == (49, 16.0)
+    assert audio["waveform"].shape == (1, 2, 48000)  # all of it, mono copied to both channels at unity gain
+    assert torch.equal(audio["waveform"][:, 0], mono["waveform"][:, 0])
+    assert torch.equal(audio["waveform"][:, 1], mono["waveform"][:, 0])
+    assert not [r for r in caplog.records if "IASA Video Length" in r.getMessage()]
+
+    with caplog.at_level("WARNING"):
+        length, fps, audio = run(nodes["IASAVideoLength"], poses=poses, max_frames=33, audio=mono)
+    assert (length, fps) == (33, 16.0)
+    assert audio["waveform"].shape == (1, 2, 33000)  # cut to the video: 33 frames / 16 fps
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "poses last 3.00 s (48 frames at 16 fps) but max_frames is 33" in warning
+
+    length, fps, audio = run(nodes["IASAVideoLength"], poses=poses, max_frames=81)
+    assert (length, fps, audio) == (49, 16.0, None)
+    with pytest.raises(ValueError, match="poses"):
+        run(nodes["IASAVideoLength"], poses=None, max_frames=81)

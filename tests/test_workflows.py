@@ -17,7 +17,9 @@ WORKFLOWS = ROOT / "workflows"
 CORE = json.loads((ROOT / "tests" / "data" / "comfy_core_nodes.json").read_text())
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
-NAMES = ["iasa_talking_video", "iasa_talking_video_emage_dwpose", "iasa_pose_reenactment", "iasa_mask_preview"]
+NATIVE = ["iasa_wan_animate_audio", "iasa_wan_fun_control_audio"]
+NAMES = ["iasa_talking_video", "iasa_talking_video_emage_dwpose", "iasa_pose_reenactment", "iasa_mask_preview",
+         *NATIVE]
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +154,8 @@ def test_widget_values_fit_input_types(name, ours):
             elif kind == "COMBO":
                 options = _combo_options(node["type"], wname, ours)
                 file_listing = wname in ("audio_file", "model", "pose_file", "emage_model", "smplx_model",
-                                         "lora_1", "lora_2", "pose_weights", "vae")  # depend on the folders
+                                         "lora_1", "lora_2", "pose_weights", "vae", "unet_name", "lora_name",
+                                         "clip_name", "vae_name")  # depend on the folders
                 if options is not None and not file_listing:
                     assert value in options, f"{node['type']}.{wname}={value!r} not in {options}"
         # every required socket input is connected
@@ -322,3 +325,86 @@ def test_inputs_are_what_make_inputs_writes(tmp_path):
     frames = x[: len(x) // 400 * 400].reshape(-1, 400)  # 25 ms windows: speech has loud parts and pauses
     rms = np.sqrt((frames.astype(np.float64) ** 2).mean(1))
     assert (rms < 0.01 * rms.max()).mean() > 0.1 and (rms > 0.3 * rms.max()).mean() > 0.2
+
+
+# ---------------------------------------------------------------------- audio-driven graphs on native Wan
+
+
+def _feeds(api: dict, node_id: str, name: str) -> dict:
+    """The API node that feeds input ``name`` of ``node_id``."""
+    src = api[node_id]["inputs"][name]
+    assert isinstance(src, list), f"{api[node_id]['class_type']}.{name} is not connected"
+    return api[src[0]]
+
+
+def _one(api: dict, class_type: str) -> str:
+    ids = [k for k, v in api.items() if v["class_type"] == class_type]
+    assert len(ids) == 1, f"{len(ids)} {class_type} nodes"
+    return ids[0]
+
+
+@pytest.mark.parametrize("name, wan_node, pose_input, image_input", [
+    ("iasa_wan_animate_audio", "WanAnimateToVideo", "pose_video", "reference_image"),
+    ("iasa_wan_fun_control_audio", "WanFunControlToVideo", "control_video", "start_image")])
+def test_native_wan_graph_is_audio_to_video_on_core_nodes(name, wan_node, pose_input, image_input, ours):
+    """audio -> IASA Motion -> IASA Render Poses -> native Wan node; UNETLoader -> LoRA -> IASA Patch Model ->
+    KSampler; the video's length, fps and sound come from the same poses and speech."""
+    _, api = _load(name)
+    for node in api.values():  # only ComfyUI core nodes and ours
+        assert node["class_type"] in ours or not CORE[node["class_type"]]["python_module"].startswith("custom_nodes")
+    motion, wan, sampler = _one(api, "IASAMotion"), _one(api, wan_node), _one(api, "KSampler")
+    assert _feeds(api, motion, "audio")["class_type"] == "IASALoadAudio"
+    assert api[motion]["inputs"]["fps"] == 16.0  # Wan's frame rate
+    render = api[wan]["inputs"][pose_input][0]
+    assert api[render]["class_type"] == "IASARenderPoses" and api[render]["inputs"]["poses"] == [motion, 0]
+    assert _feeds(api, wan, image_input)["class_type"] == "LoadImage"
+
+    patch = api[sampler]["inputs"]["model"][0]
+    assert api[patch]["class_type"] == "IASAPatchModel" and api[patch]["inputs"]["poses"] == [motion, 0]
+    lora = _feeds(api, patch, "model")
+    assert lora["class_type"] == "LoraLoaderModelOnly" and "lightx2v" in lora["inputs"]["lora_name"]
+    assert _feeds(api, api[patch]["inputs"]["model"][0], "model")["class_type"] == "UNETLoader"
+    assert (api[sampler]["inputs"]["steps"], api[sampler]["inputs"]["cfg"]) == (4, 1.0)
+    assert [api[sampler]["inputs"][k] for k in ("positive", "negative", "latent_image")] == \
+        [[wan, 0], [wan, 1], [wan, 2]]
+
+    size = _one(api, "IASAVideoLength")
+    assert api[size]["inputs"]["poses"] == [motion, 0] and api[wan]["inputs"]["length"] == [size, 0]
+    create = _one(api, "CreateVideo")
+    assert api[create]["inputs"]["fps"] == [size, 1] and api[create]["inputs"]["audio"] == [size, 2]
+    decoded = _feeds(api, create, "images")
+    assert decoded["class_type"] == "VAEDecode"
+    latent = decoded["inputs"]["samples"]
+    if wan_node == "WanAnimateToVideo":  # its latent starts with the reference frame: trimmed after sampling
+        assert api[latent[0]]["class_type"] == "TrimVideoLatent"
+        assert api[latent[0]]["inputs"] == {"samples": [sampler, 0], "trim_amount": [wan, 3]}
+    else:
+        assert latent == [sampler, 0]
+    assert _feeds(api, _one(api, "SaveVideo"), "video")["class_type"] == "CreateVideo"
+
+
+@pytest.mark.parametrize("name", NATIVE)
+def test_native_wan_note_names_every_file_and_its_folder(name):
+    ui, api = _load(name)
+    note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
+    folders = {"UNETLoader": "models/diffusion_models", "LoraLoaderModelOnly": "models/loras",
+               "CLIPLoader": "models/text_encoders", "VAELoader": "models/vae", "CLIPVisionLoader": "models/clip_vision"}
+    for node in api.values():
+        for key in ("unet_name", "lora_name", "clip_name", "vae_name"):
+            if key in node["inputs"]:
+                assert node["inputs"][key] in note and folders[node["class_type"]] in note, node["inputs"][key]
+    # The paper's 13.1x / 25.3 FPS are MimicMotion's: never promised for a 14B Wan.
+    assert "13.1" not in note.replace("25.3 FPS / 13.1x were measured with a MimicMotion (SVD) teacher", "")
+
+
+def test_readme_names_the_native_wan_files_and_promises_no_paper_speed_for_14b():
+    readme = (ROOT / "README.md").read_text()
+    for name in NATIVE:
+        _, api = _load(name)
+        for node in api.values():
+            for key in ("unet_name", "lora_name", "clip_name", "vae_name"):
+                if key in node["inputs"]:
+                    assert node["inputs"][key] in readme, f"README does not say where {node['inputs'][key]} goes"
+    for line in readme.splitlines():
+        if "13.1" in line and "14B" in line:
+            assert "MimicMotion" in line and "not" in line, line

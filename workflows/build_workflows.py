@@ -233,6 +233,101 @@ def _tail(first_id: int, audio: tuple[int, int], image: tuple[int, int], poses: 
     ]
 
 
+# Native Wan graphs: the public files a user loads (the integration test swaps in tiny stand-ins by these names).
+NATIVE_WAN_SHARED = {
+    "text_encoder": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",  # Comfy-Org/Wan_2.1_ComfyUI_repackaged
+    "vae": "wan_2.1_vae.safetensors",  # Comfy-Org/Wan_2.1_ComfyUI_repackaged
+    "clip_vision": "clip_vision_h.safetensors",  # Comfy-Org/Wan_2.1_ComfyUI_repackaged
+    "lora": "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",  # Kijai/WanVideo_comfy, Lightx2v/
+}
+NATIVE_WAN_FILES = {
+    "animate": {**NATIVE_WAN_SHARED, "unet": "wan2.2_animate_14B_bf16.safetensors"},  # Comfy-Org/Wan_2.2_ComfyUI_Repackaged
+    "fun_control": {**NATIVE_WAN_SHARED, "unet": "Wan2_1-Fun-V1_1-14B-Control_fp8_e4m3fn.safetensors"},  # Kijai/WanVideo_comfy, Fun/
+}
+NATIVE_WAN_FPS = 16.0  # Wan 2.1/2.2 make 16 frames a second
+NATIVE_WAN_SIZE = 640  # square like the bundled speaker; use your photo's aspect ratio (e.g. 480x832)
+NATIVE_WAN_PROMPT = ("a person talking to the camera with natural hand gestures, expressive face, clear mouth "
+                     "movements, steady camera, sharp details")
+NATIVE_WAN_NEGATIVE = ("blurry, distorted face, deformed hands, extra fingers, flicker, static image, frozen, "
+                       "low quality, watermark, text")
+
+
+def _native_wan(wan_node: str, files: dict[str, str], wan_widgets: dict[str, Any], image_input: str,
+                pose_input: str, face: bool, prefix: str) -> list[Node]:
+    """Speech -> IASA Motion -> pose video -> a native Wan node, sampled by a LoRA'd, IASA-patched native Wan."""
+    trims = wan_node == "WanAnimateToVideo"  # its latent starts with the reference frame: cut it after sampling
+    nodes = [
+        Node(1, "IASALoadAudio", 0, 0, {"audio_file": "iasa_speech.wav", "max_seconds": 600.0}),
+        Node(2, "LoadImage", 0, 1, {"image": "iasa_speaker.png"}),
+        Node(3, "IASALoadPoses", 0, 2, {"pose_file": "iasa_speaker_pose.json", "fps": NATIVE_WAN_FPS}),
+        Node(4, "IASAMotion", 1, 0, {"method": "procedural", "fps": NATIVE_WAN_FPS, "seed": 0, "seconds": 0.0},
+             {"audio": (1, 0), "reference_pose": (3, 0)}),
+        Node(5, "IASAVideoLength", 1, 1, {"max_frames": 81}, {"poses": (4, 0), "audio": (1, 0)}),
+        Node(6, "IASARenderPoses", 1, 2, {"width": NATIVE_WAN_SIZE, "height": 0, "hands": True, "face": face,
+                                          "bgr": False, "min_score": 0.3}, {"poses": (4, 0)}),
+        Node(7, "UNETLoader", 2, 0, {"unet_name": files["unet"], "weight_dtype": "default"}),
+        Node(8, "LoraLoaderModelOnly", 2, 1, {"lora_name": files["lora"], "strength_model": 1.0},
+             {"model": (7, 0)}),
+        Node(9, "IASAPatchModel", 2, 2, {}, {"model": (8, 0), "poses": (4, 0)}),
+        Node(10, "CLIPLoader", 3, 0, {"clip_name": files["text_encoder"], "type": "wan", "device": "default"}),
+        Node(11, "CLIPTextEncode", 3, 1, {"text": NATIVE_WAN_PROMPT}, {"clip": (10, 0)}, title="Prompt"),
+        Node(12, "CLIPTextEncode", 3, 2, {"text": NATIVE_WAN_NEGATIVE}, {"clip": (10, 0)}, title="Negative prompt"),
+        Node(13, "CLIPVisionLoader", 3, 3, {"clip_name": files["clip_vision"]}),
+        Node(14, "CLIPVisionEncode", 3, 4, {"crop": "none"}, {"clip_vision": (13, 0), "image": (2, 0)}),
+        Node(15, "VAELoader", 3, 5, {"vae_name": files["vae"]}),
+        Node(16, wan_node, 4, 0, {"length": 81, **wan_widgets},
+             {"positive": (11, 0), "negative": (12, 0), "vae": (15, 0), "length": (5, 0),
+              "clip_vision_output": (14, 0), image_input: (2, 0), pose_input: (6, 0)}),
+        Node(17, "KSampler", 4, 1, {"seed": 0, "steps": 4, "cfg": 1.0, "sampler_name": "euler",
+                                    "scheduler": "simple", "denoise": 1.0},
+             {"model": (9, 0), "positive": (16, 0), "negative": (16, 1), "latent_image": (16, 2)}),
+    ]
+    samples = (17, 0)
+    if trims:
+        nodes.append(Node(18, "TrimVideoLatent", 5, 0, {"trim_amount": 1}, {"samples": samples, "trim_amount": (16, 3)}))
+        samples = (18, 0)
+    nodes += [
+        Node(19, "VAEDecode", 5, 1, {}, {"samples": samples, "vae": (15, 0)}),
+        Node(20, "CreateVideo", 5, 2, {"fps": NATIVE_WAN_FPS}, {"images": (19, 0), "fps": (5, 1), "audio": (5, 2)}),
+        Node(21, "SaveVideo", 6, 0, {"filename_prefix": prefix, "format": "auto", "codec": "auto"},
+             {"video": (20, 0)}),
+    ]
+    return nodes
+
+
+def native_wan_note(kind: str) -> str:
+    """The note of a native Wan workflow: what it does and which public file goes where."""
+    files = NATIVE_WAN_FILES[kind]
+    model = {"animate": "Wan2.2-Animate-14B: " + files["unet"] + " from Comfy-Org/Wan_2.2_ComfyUI_Repackaged "
+                        "(split_files/diffusion_models; an fp8 copy of yours works the same)",
+             "fun_control": "Wan2.1-Fun-V1.1-14B-Control: " + files["unet"] + " from Kijai/WanVideo_comfy (Fun/); "
+                            "the 1.3B wan2.1_fun_control_1.3B_bf16.safetensors (Comfy-Org/Wan_2.1_ComfyUI_repackaged) "
+                            "also works: bypass the LoRA (Ctrl+B) and use 20 steps, cfg 5"}[kind]
+    how = {"animate": "The pose video drives WanAnimateToVideo (body and hands; the face follows the reference "
+                      "photo, as no face video is connected).",
+           "fun_control": "The pose video, with the face points so that the mouth moves, is WanFunControlToVideo's "
+                          "control video; the photo is its start image."}[kind]
+    return (
+        "Speech + photo -> co-speech video on ComfyUI's own Wan, 4 steps, with IASA sparse attention.\n"
+        "IASA Motion turns the speech into poses of the person in the photo (16 fps, Wan's rate); IASA Render "
+        "Poses draws them. " + how + " IASA Patch Model limits each frame's self-attention to its most "
+        "pose-similar past frames and matching body regions. IASA Video Length sets the frame count from the "
+        "speech (up to max_frames) and gives Create Video the fps and the sound.\n"
+        "Inputs: copy workflows/inputs/iasa_speech.wav, iasa_speaker.png and iasa_speaker_pose.json into "
+        "ComfyUI/input (press R), or your own speech, photo and its pose (IASA DWPose on the photo in place of "
+        "IASA Load Poses). Keep the photo's aspect ratio: IASA Render Poses' height 0 follows it, and the Wan "
+        "node's width x height should have it too (640x640 here; e.g. 480x832 for a portrait photo).\n"
+        "Files (public; nothing is downloaded for you):\n"
+        "- models/diffusion_models: " + model + ".\n"
+        "- models/loras: " + files["lora"] + " (Kijai/WanVideo_comfy, Lightx2v/): the 4-step, cfg 1 distill "
+        "LoRA.\n"
+        "- models/text_encoders: " + files["text_encoder"] + "; models/vae: " + files["vae"] + "; "
+        "models/clip_vision: " + files["clip_vision"] + " (all three from Comfy-Org/Wan_2.1_ComfyUI_repackaged, "
+        "split_files/).\n"
+        "Speed: the paper's 25.3 FPS / 13.1x were measured with a MimicMotion (SVD) teacher, not a 14B Wan; "
+        "expect far less here.")
+
+
 def workflows() -> dict[str, tuple[list[Node], str]]:
     """Every workflow of the pack: name -> (nodes, note)."""
     talking = [
@@ -301,10 +396,21 @@ def workflows() -> dict[str, tuple[list[Node], str]]:
         "ComfyUI/input, or load any POSE_KEYPOINT JSON; or connect IASA Motion / IASA DWPose poses instead.\n"
         "frames 0 = all poses. block_size 32 shows the regions finely; the sampler's kernels use 128. The density "
         "(fraction of blocks computed, 1.0 = dense) is printed on the preview and is the node's third output.")
+    animate = _native_wan(
+        "WanAnimateToVideo", NATIVE_WAN_FILES["animate"],
+        {"width": NATIVE_WAN_SIZE, "height": NATIVE_WAN_SIZE, "batch_size": 1, "continue_motion_max_frames": 5,
+         "video_frame_offset": 0}, image_input="reference_image", pose_input="pose_video", face=False,
+        prefix="video/iasa_wan_animate")
+    fun = _native_wan(
+        "WanFunControlToVideo", NATIVE_WAN_FILES["fun_control"],
+        {"width": NATIVE_WAN_SIZE, "height": NATIVE_WAN_SIZE, "batch_size": 1}, image_input="start_image",
+        pose_input="control_video", face=True, prefix="video/iasa_wan_fun_control")
     return {"iasa_talking_video": (talking, talking_note),
             "iasa_talking_video_emage_dwpose": (emage, emage_note),
             "iasa_pose_reenactment": (reenact, reenact_note),
-            "iasa_mask_preview": (mask, mask_note)}
+            "iasa_mask_preview": (mask, mask_note),
+            "iasa_wan_animate_audio": (animate, native_wan_note("animate")),
+            "iasa_wan_fun_control_audio": (fun, native_wan_note("fun_control"))}
 
 
 def render_all() -> dict[str, str]:

@@ -5,7 +5,8 @@
 ComfyUI's frontend shows custom_nodes/<pack>/workflows/<name>.jpg for the template <name>.json (jpg
 only). Each thumbnail is a strip made by running this pack's nodes on workflows/inputs/ on the CPU: the
 photo, its poses drawn by IASA Render Poses, and (for the talking video) frames the embedded student
-made; the mask preview shows IASA Sparse Plan's own preview. A few seconds; small files (a few kB).
+made; the mask preview shows IASA Sparse Plan's own preview; the native Wan graphs show the photo and the
+pose video made from the speech. A few seconds; small files (a few kB).
 It also draws the pack's icon, icon.png at the repository root.
 """
 
@@ -93,8 +94,18 @@ def thumbnails() -> dict[str, Image.Image]:
     (_plan, preview, _density) = _run(n["IASASparsePlan"], poses=motion, width=256, height=256, frames=0, top_k=2,
                                       block_size=32, mode="exact")
     mask = _strip([_pil(preview)])
+
+    # Native Wan graphs: the photo and the pose video made from the speech (what the Wan node is given).
+    (speaker_pose,) = _run(n["IASALoadPoses"], pose_file="iasa_speaker_pose.json", fps=16.0)
+    (speech_motion,) = _run(n["IASAMotion"], audio=audio, method="procedural", fps=16.0, seed=0, seconds=1.0,
+                            reference_pose=speaker_pose)
+    native = {}
+    for name, face in (("iasa_wan_animate_audio", False), ("iasa_wan_fun_control_audio", True)):
+        (video,) = _run(n["IASARenderPoses"], poses=speech_motion, width=0, height=0, hands=True, face=face,
+                        bgr=False, min_score=0.3)
+        native[name] = _strip([speaker, _pil(video[4]), _pil(video[12])])
     return {"iasa_talking_video": talking, "iasa_talking_video_emage_dwpose": emage,
-            "iasa_pose_reenactment": reenact, "iasa_mask_preview": mask}
+            "iasa_pose_reenactment": reenact, "iasa_mask_preview": mask, **native}
 
 
 def icon() -> Image.Image:
