@@ -49,6 +49,8 @@ def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", s
         QualityRow("+ local mask (IASA)", teacher, "teacher", sparse=True, local=True),
         QualityRow("+ DMD, 4 steps", dmd, "student", sparse=True),
         QualityRow("+ region loss (ours)", student, "student", sparse=True),
+        # Where the local (same-region) rule costs: the same student with only the global top-K frame mask.
+        QualityRow("ours with the global mask only", student, "student", sparse=True, local=False),
     ]
 
 
