@@ -32,10 +32,12 @@ def _qkv(s, heads=3, dim=16, batch=2, grad=False):
     return [torch.randn(batch, s, heads, dim, requires_grad=grad) for _ in range(3)]
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("mode", ["exact", "pooled"])
 @pytest.mark.parametrize("size,frames,bs", SHAPES)
-def test_backends_match_dense_reference(mode, size, frames, bs):
-    plan = build_plan(synthetic_keypoints(frames, *size, seed=1), size, top_k=2, block_size=bs, mode=mode)
+def test_backends_match_dense_reference(mode, size, frames, bs, background):
+    plan = build_plan(synthetic_keypoints(frames, *size, seed=1), size, top_k=2, block_size=bs, mode=mode,
+                      background=background)
     q, k, v = _qkv(plan.seq_len)
     ref = _reference(q, k, v, plan.token_mask())
     dense = sparse_attention(q, k, v, plan, backend="dense")

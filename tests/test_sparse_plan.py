@@ -20,7 +20,8 @@ def _brute_mask(plan):
         for j in range(s):
             if f[i] == f[j]:
                 m[i, j] = True
-            elif g[f[i], f[j]] and (not plan.config.local or (r[i] == r[j] and r[i] > 0)):
+            elif g[f[i], f[j]] and (not plan.config.local
+                                    or (r[i] == r[j] and (r[i] > 0 or plan.config.background))):
                 m[i, j] = True
     return m
 
@@ -65,6 +66,23 @@ def test_background_tokens_never_look_across_frames():
     assert not (m & other_frame)[:, bg].any()
     cross = m & other_frame
     assert (plan.token_region[:, None] == plan.token_region[None, :])[cross].all()
+
+
+def test_background_option_lets_background_see_the_background_of_top_k_frames():
+    kp = synthetic_keypoints(13, 96, 128, seed=1)
+    local = build_plan(kp, (96, 128), top_k=3, block_size=16)
+    plan = build_plan(kp, (96, 128), top_k=3, block_size=16, background=True)
+    glob = build_plan(kp, (96, 128), top_k=3, block_size=16, local=False)
+    m = plan.token_mask().numpy()
+    np.testing.assert_array_equal(m, _brute_mask(plan))
+    assert (local.token_mask().numpy() <= m).all() and (m <= glob.token_mask().numpy()).all()
+    other_frame = plan.token_frame[:, None] != plan.token_frame[None, :]
+    bg = plan.token_region == 0
+    cross = m & other_frame
+    assert cross[bg].any() and (plan.token_region[:, None] == plan.token_region[None, :])[cross].all()
+    assert plan.token_density == pytest.approx(m.mean())  # block counts follow the same rule
+    assert local.token_density < plan.token_density < glob.token_density
+    assert (plan.block_mask >= local.block_mask).all()
 
 
 def _rigid_sequence():

@@ -195,8 +195,8 @@ class IASAAttentionPatch:
             kp = np.concatenate([kp, np.repeat(kp[-1:], need.stop - len(kp), axis=0)])
         c = self.options.plan
         plan = build_plan(kp[need], size, top_k=c.top_k, block_size=c.block_size, mode=c.mode, regions=c.regions,
-                          local=c.local, sink_first=c.sink_first, causal=c.causal, permute=c.permute,
-                          min_score=c.min_score)
+                          local=c.local, background=c.background, sink_first=c.sink_first, causal=c.causal,
+                          permute=c.permute, min_score=c.min_score)
         log.info("IASA plan for latent frames %d..%d at %dx%d patches: density %.3f (built in %.2f s)",
                  layout.first_frame, stop - 1, layout.rows, layout.cols, plan.density, plan.build_seconds)
         if layout.prefix or layout.suffix:

@@ -21,16 +21,18 @@ _PERMUTE_ORDER = (L.REGION_FACE, L.REGION_HANDS, L.REGION_ARMS, L.REGION_BODY, L
 
 
 def pair_rule(fq: torch.Tensor, fk: torch.Tensor, rq: torch.Tensor, rk: torch.Tensor,
-              frame_allowed: torch.Tensor, local: bool) -> torch.Tensor:
+              frame_allowed: torch.Tensor, local: bool, background: bool = False) -> torch.Tensor:
     """The IASA token rule on broadcastable frame/region tensors of queries and keys.
 
     Same frame: always (dense within a frame). Other frame: only a global-mask frame, and with
     the local mask only between tokens of the same non-background region (paper Eq. 2-3, M =
-    M_global + M_local, i.e. their intersection).
+    M_global + M_local, i.e. their intersection); ``background`` counts the background as a region too.
     """
     cross = frame_allowed[fq, fk]
     if local:
-        cross = cross & (rq == rk) & (rq > 0)
+        cross = cross & (rq == rk)
+        if not background:
+            cross = cross & (rq > 0)
     return (fq == fk) | cross
 
 
@@ -43,6 +45,7 @@ class PlanConfig:
     mode: str = "exact"  # "exact": token mask inside partial blocks; "pooled": whole blocks
     regions: tuple[str, ...] = L.ALL_REGIONS  # regions that may attend across frames
     local: bool = True  # intersect with the same-region (local) mask
+    background: bool = False  # with local: background tokens also see the background of the top-K frames
     sink_first: bool = False  # the first (reference) latent frame is always visible
     causal: bool = True  # only past frames are candidates (paper); False: any other frame
     permute: bool = True  # group each frame's tokens by region before blocking
@@ -162,7 +165,7 @@ class SparsePlan:
         rg = self.as_tensor("token_region", q_idx.device)
         ga = self.as_tensor("frame_allowed", q_idx.device)
         return pair_rule(fr[q_idx][:, None], fr[k_idx][None, :], rg[q_idx][:, None], rg[k_idx][None, :], ga,
-                         self.config.local)
+                         self.config.local, self.config.background)
 
     def token_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """(S, S) bool in original token order: the semantics every backend reproduces."""
@@ -194,7 +197,7 @@ class SparsePlan:
         rg = self.as_tensor("token_region", device)
         ga = self.as_tensor("frame_allowed", device)
         rule = pair_rule(fr[qi][:, :, None], fr[ki][:, None, :], rg[qi][:, :, None], rg[ki][:, None, :], ga,
-                         self.config.local)
+                         self.config.local, self.config.background)
         return inside & rule
 
     def groups(self, device: torch.device | str = "cpu") -> list[AttentionGroup]:
@@ -246,7 +249,7 @@ class SparsePlan:
         cross_frames = (self.frame_allowed & ~np.eye(len(self.frame_allowed), dtype=bool)).astype(np.float64)
         counts = hf @ hf.T
         if self.config.local:
-            h1 = h[:, :, 1:]
+            h1 = h if self.config.background else h[:, :, 1:]
             x = np.einsum("afr,fg->agr", h1, cross_frames)
             counts += x.reshape(len(h), -1) @ h1.reshape(len(h), -1).T
         else:
@@ -369,7 +372,7 @@ def build_plan(keypoints, video_size: tuple[int, int], num_frames: int | None = 
                block_size: int = 128, mode: str = "exact", **options) -> SparsePlan:
     """Build the IASA plan for a pose sequence (F, 133, 3) at ``video_size`` = (H, W) pixels.
 
-    ``options`` are the remaining ``PlanConfig`` fields: regions, local, sink_first, causal,
+    ``options`` are the remaining ``PlanConfig`` fields: regions, local, background, sink_first, causal,
     permute, min_score.
     """
     t0 = time.perf_counter()

@@ -62,7 +62,7 @@ def block_mask_for(plan: SparsePlan, device: torch.device):
     frame = torch.as_tensor(plan.token_frame, device=device)[perm]
     region = torch.as_tensor(plan.token_region, device=device)[perm]
     allowed = torch.as_tensor(plan.frame_allowed, device=device)
-    local = plan.config.local
+    local, background = plan.config.local, plan.config.background
     pooled = plan.mode == "pooled"
     blocks = torch.as_tensor(plan.block_mask, device=device)
     bs = plan.block_size
@@ -72,7 +72,7 @@ def block_mask_for(plan: SparsePlan, device: torch.device):
     def mask_mod(b, h, q_idx, kv_idx):
         if pooled:
             return blocks[q_idx // bs, kv_idx // bs]
-        return pair_rule(frame[q_idx], frame[kv_idx], region[q_idx], region[kv_idx], allowed, local)
+        return pair_rule(frame[q_idx], frame[kv_idx], region[q_idx], region[kv_idx], allowed, local, background)
 
     bm = BlockMask.from_kv_blocks(
         num_p.to(device), idx_p.to(device), num_f.to(device), idx_f.to(device),
