@@ -215,14 +215,15 @@ def test_all_dense_plan_equals_the_unpatched_model():
     assert torch.allclose(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("extra", [{}, {"background": True, "sink_first": True}])  # every option reaches the plan
 @pytest.mark.parametrize("mode", ["exact", "pooled"])
 @pytest.mark.parametrize("backend", ["gather", "dense", "auto"])
-def test_iasa_equals_the_core_attention_with_the_plans_token_mask(mode, backend):
+def test_iasa_equals_the_core_attention_with_the_plans_token_mask(mode, backend, extra):
     model = WanModel()
     x, ctx = latent(), text()
-    opts = PatchOptions(plan=PlanConfig(top_k=1, block_size=16, mode=mode), backend=backend)
+    opts = PatchOptions(plan=PlanConfig(top_k=1, block_size=16, mode=mode, **extra), backend=backend)
     base, clone = patched(model, opts)
-    plan = build_plan(poses().keypoints, (H, W), top_k=1, block_size=16, mode=mode)
+    plan = build_plan(poses().keypoints, (H, W), top_k=1, block_size=16, mode=mode, **extra)
     assert 0.0 < plan.token_density < 1.0  # a real pattern, not all or nothing
     reference = base.clone()
     reference.model_options["transformer_options"][OVERRIDE_KEY] = MaskOverride(plan.token_mask())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -193,10 +193,7 @@ class IASAAttentionPatch:
         need = Window(layout.first_frame, stop).video_frames
         if need.stop > len(kp):
             kp = np.concatenate([kp, np.repeat(kp[-1:], need.stop - len(kp), axis=0)])
-        c = self.options.plan
-        plan = build_plan(kp[need], size, top_k=c.top_k, block_size=c.block_size, mode=c.mode, regions=c.regions,
-                          local=c.local, background=c.background, sink_first=c.sink_first, causal=c.causal,
-                          permute=c.permute, min_score=c.min_score)
+        plan = build_plan(kp[need], size, **asdict(self.options.plan))  # every PlanConfig field, none forgotten
         log.info("IASA plan for latent frames %d..%d at %dx%d patches: density %.3f (built in %.2f s)",
                  layout.first_frame, stop - 1, layout.rows, layout.cols, plan.density, plan.build_seconds)
         if layout.prefix or layout.suffix:
