@@ -261,3 +261,20 @@ def test_dropped_condition_is_the_unconditional_input_in_one_batch(system, input
         alone = system.denoiser(x, t, uncond, PoseFeatures(torch.zeros_like(pose.video), torch.zeros_like(pose.ref)))
         cond_alone = system.denoiser(x, t, cond, pose)
     assert torch.allclose(batched[1:], alone, atol=1e-5) and torch.allclose(batched[:1], cond_alone, atol=1e-5)
+
+
+def test_pose_video_encoder_matches_a_plain_convolution_chain():
+    from torch.nn import functional as F
+
+    from iasa_core.model.pose_encoder import LEADING_REPEATS, PoseVideoEncoder
+
+    enc = PoseVideoEncoder(24, 8)
+    video = torch.rand(1, 3, 9, 64, 64, generator=torch.Generator().manual_seed(4)) * 255
+    x = torch.cat([video[:, :, :1].expand(-1, -1, LEADING_REPEATS, -1, -1), video], dim=2) / 255.0
+    for i, conv in enumerate(enc.convs):  # the reference: default (contiguous) layout throughout
+        x = F.conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+        x = F.silu(x) if i < len(enc.convs) - 1 else x
+    with torch.no_grad():
+        out = enc(video)
+    assert out.shape == (1, 24, 3, 4, 4)
+    torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,70 @@
+"""Widen a trained model's pose encoders without changing what it computes, so a fine-tune can use the width.
+
+    python -m training.widen_pose --model teacher.safetensors --hidden 16 --out widened.safetensors
+
+The hidden channels of both pose encoders (pose video and reference pose) grow to ``--hidden``. New channels
+get fresh random input weights and zero weights into every old channel, so the widened model's outputs equal
+the original's exactly until training moves those zeros (net2net-style growth): a trained teacher keeps what
+it learnt and gains capacity where the pose is read. Everything else in the file is copied as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from iasa_core.model.checkpoint import load_student, save_student
+from iasa_core.model.pose_wan import PoseWanTransformer
+
+
+def _widen_stack(old: nn.ModuleList, new: nn.ModuleList) -> None:
+    """Copy ``old`` convolutions into the top-left corner of ``new``'s; zero new -> old connections."""
+    with torch.no_grad():
+        for i, (a, b) in enumerate(zip(old, new)):
+            out_a, in_a = a.weight.shape[:2]
+            if i > 0:
+                b.weight[:out_a, in_a:] = 0.0  # the new channels of the previous layer must not reach old ones
+            b.weight[:out_a, :in_a] = a.weight
+            b.bias[:out_a] = a.bias
+
+
+def widen_pose_encoders(denoiser: PoseWanTransformer, hidden: int, *, seed: int = 0) -> PoseWanTransformer:
+    """A copy of ``denoiser`` whose pose encoders have ``hidden`` channels and the same outputs."""
+    old_hidden = denoiser.config.pose_hidden
+    if hidden < old_hidden:
+        raise ValueError(f"--hidden {hidden} is smaller than the model's pose_hidden {old_hidden}; widening only")
+    config = type(denoiser.config).from_dict(denoiser.config.to_dict())
+    config.pose_hidden = hidden
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        wide = PoseWanTransformer(config)
+    wide.transformer.load_state_dict(denoiser.transformer.state_dict())
+    _widen_stack(denoiser.pose_encoder.convs, wide.pose_encoder.convs)
+    _widen_stack(denoiser.ref_pose_encoder.convs, wide.ref_pose_encoder.convs)
+    return wide.to(next(denoiser.parameters()).dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI."""
+    p = argparse.ArgumentParser(prog="python -m training.widen_pose", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="an IASA model file (teacher or student)")
+    p.add_argument("--hidden", type=int, required=True, help="new hidden width of both pose encoders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the new channels' input weights")
+    args = p.parse_args(argv)
+    system = load_student(args.model)
+    before = system.config.pose_hidden
+    system.denoiser = widen_pose_encoders(system.denoiser, args.hidden, seed=args.seed)
+    system.config = system.denoiser.config
+    path = save_student(system, Path(args.out))
+    print(f"pose encoders widened from {before} to {args.hidden} hidden channels: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
