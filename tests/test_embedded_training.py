@@ -356,3 +356,42 @@ def test_uncond_dropout_drops_pose_and_image_together(dataset_root, tmp_path):  
         parts = teacher_loss(model, sample, torch.Generator().manual_seed(0), cfg, torch.device("cpu"), backward=False)
         kept.append((parts["keep_pose"], parts["keep_image"]))
     assert kept == [(1.0, 1.0), (0.0, 0.0)]
+
+
+def test_warm_cache_writes_what_the_trainer_reads(dataset_root, tmp_path, capsys):  # noqa: F811
+    from training.batch import SampleCache, prepare_sample
+    from training.config import ModelSpec
+    from training.data import ClipDataset
+    from training.model_setup import load_system
+    from training.warm_cache import main, parse_shard, warm_cache
+
+    model = tmp_path / "model.safetensors"
+    from iasa_core.model.checkpoint import save_student
+
+    save_student(load_system(ModelSpec(spec="tiny"), torch.device("cpu")), model)
+    cache_dir = tmp_path / "encoded"
+    # two shards share the work; together they cover every clip once
+    assert warm_cache(str(model), str(dataset_root), str(cache_dir), precision="fp32", shard=(0, 2),
+                      log=lambda s: None) == {"encoded": 1, "skipped": 0}
+    assert main(["--model", str(model), "--data", str(dataset_root), "--cache-dir", str(cache_dir),
+                 "--precision", "fp32"]) == 0
+    assert "2/2 clips (1 encoded, 1 already cached)" in capsys.readouterr().out
+    assert len(list(cache_dir.rglob("*.safetensors"))) == 2
+
+    system = load_system(ModelSpec(spec=str(model)), torch.device("cpu"))  # what the trainer loads
+
+    def no_encoding(v):
+        raise AssertionError("the trainer encoded a clip the warmed cache holds")
+
+    original, system.encode = system.encode, no_encoding
+    for item in ClipDataset(dataset_root):
+        prepare_sample(system, item, sparse=None, cache=SampleCache(True, cache_dir, system))
+    system.encode = original
+    fresh = prepare_sample(system, ClipDataset(dataset_root)[1], sparse=None)
+    cached = prepare_sample(system, ClipDataset(dataset_root)[1], sparse=None,
+                            cache=SampleCache(True, cache_dir, system))
+    assert torch.equal(fresh.latents, cached.latents) and torch.equal(fresh.condition.y, cached.condition.y)
+    with pytest.raises(ValueError, match="I/N"):
+        parse_shard("2")
+    with pytest.raises(ValueError, match="0..N-1"):
+        parse_shard("2/2")
