@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from . import validate
 from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
+from .pose.render import RenderStyle
 from .pose.sequence import PoseSequence
 from .sampling.noise import FrameNoise
 from .sampling.samplers import SamplingCancelled
@@ -131,10 +132,10 @@ def pad_to_4n1(keypoints: np.ndarray) -> np.ndarray:
     return np.concatenate([keypoints, np.repeat(keypoints[-1:], target - n, axis=0)], axis=0)
 
 
-def _render(keypoints: np.ndarray, hw: tuple[int, int], bgr: bool) -> torch.Tensor:
-    from .pose.render import RenderStyle, render_poses_tensor
+def _render(keypoints: np.ndarray, hw: tuple[int, int], style: RenderStyle) -> torch.Tensor:
+    from .pose.render import render_poses_tensor
 
-    return render_poses_tensor(keypoints, hw[0], hw[1], RenderStyle(bgr=bgr))
+    return render_poses_tensor(keypoints, hw[0], hw[1], style)
 
 
 def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
@@ -197,7 +198,7 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     if kind not in ("student", "teacher"):
         raise ValueError(f"sampler must be 'student', 'teacher' or 'auto'; got {opt.sampler!r}")
     shift = opt.shift if opt.shift is not None else float(system.schedule.get("shift", 5.0))
-    bgr = bool(system.schedule.get("pose_bgr", False)) if opt.pose_bgr is None else opt.pose_bgr
+    style = system.pose_style(opt.pose_bgr)  # the model's own drawing (colour order, face points)
 
     num_latents = latent_frames(len(keypoints))
     if opt.window_frames < 5 or (opt.window_frames - 1) % 4:
@@ -209,7 +210,7 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     with torch.no_grad():
         condition = system.condition(image, win_frames, opt.prompt_embeds)
         stage(1)
-        ref_pose = _render(keypoints[:1], hw, bgr)[:, 0][None].to(device)  # (1, 3, H, W) in 0..255
+        ref_pose = _render(keypoints[:1], hw, style)[:, 0][None].to(device)  # (1, 3, H, W) in 0..255
         ref = system.denoiser.ref_pose_encoder(ref_pose).to(dtype)
         stage(2)
     sp = dict(system.sparse)
@@ -228,7 +229,7 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
             both.text = torch.cat([condition.text, system.text_context(neg)])
     else:
         both = condition
-    conditioner = WindowConditioner(system, keypoints, hw, windows, ref, bgr,
+    conditioner = WindowConditioner(system, keypoints, hw, windows, ref, style,
                                     plan_options(sp) if opt.sparse else None, keep=keep)
     # The first window's pose features and plan now (sampling would build them before its first step anyway),
     # so that they count as conditioning on the progress bar rather than as a long first step.

@@ -19,6 +19,7 @@ import torch
 from .model.pose_wan import Condition, PoseFeatures, drop_pose
 from .model.sparse_patch import sparse_attention_enabled
 from .model.system import PoseWanSystem
+from .pose.render import RenderStyle
 from .sampling.noise import FrameNoise
 from .sampling.samplers import anchor_first_frame, cfg_combine
 from .sampling.schedules import sigma_to_timestep
@@ -36,7 +37,7 @@ class WindowConditioner:
     hw: tuple[int, int]
     windows: list[Window]
     ref: torch.Tensor                # the encoded reference pose, shared by every window
-    bgr: bool
+    style: RenderStyle               # how the model's pose images are drawn
     plan_settings: dict[str, Any] | None  # build_plan options; None: dense attention
     keep: torch.Tensor | None = None  # CFG batch [conditional, unconditional]: pose dropped in the second
     seconds: float = 0.0             # time spent building, counted as conditioning
@@ -59,14 +60,14 @@ class WindowConditioner:
         return len(self._live)
 
     def _build(self, i: int) -> tuple[PoseFeatures, SparsePlan | None]:
-        from .pose.render import RenderStyle, render_poses_tensor
+        from .pose.render import render_poses_tensor
 
         t0 = time.perf_counter()
         frames = self.keypoints[self.windows[i].video_frames]
         denoiser = self.system.denoiser
         with torch.no_grad():
             # rendered per window: a whole long video of pose images would not fit in memory
-            pose_video = render_poses_tensor(frames, self.hw[0], self.hw[1], RenderStyle(bgr=self.bgr))[None]
+            pose_video = render_poses_tensor(frames, self.hw[0], self.hw[1], self.style)[None]
             encoded = denoiser.pose_encoder(pose_video.to(self.system.device)).to(self.system.dtype)
             features = PoseFeatures(encoded, self.ref)
             if self.keep is not None:

@@ -14,6 +14,7 @@ from iasa_core.model.presets import PRESETS, get_preset
 from iasa_core.model.sparse_patch import SparseSelfAttnProcessor, sparse_attention_enabled
 from iasa_core.model.system import PoseWanSystem
 from iasa_core.model.weights import diffusers_to_wan_native
+from iasa_core.pose.render import RenderStyle
 from iasa_core.pose.synthetic import synthetic_keypoints
 from iasa_core.sparse.grid import TokenGrid
 from iasa_core.sparse.plan import build_plan, dense_plan
@@ -278,3 +279,12 @@ def test_pose_video_encoder_matches_a_plain_convolution_chain():
         out = enc(video)
     assert out.shape == (1, 24, 3, 4, 4)
     torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-6)
+
+
+def test_pose_style_follows_the_model_schedule():
+    system = PoseWanSystem.random(get_preset("tiny"), seed=0)
+    assert system.pose_style() == RenderStyle() and system.pose_render_settings() == {}
+    system.schedule = dict(system.schedule, pose_bgr=True, pose_face=True)
+    assert system.pose_style() == RenderStyle(bgr=True, face=True)
+    assert system.pose_style(bgr=False) == RenderStyle(bgr=False, face=True)  # a caller may override the colours
+    assert system.pose_render_settings() == {"pose_bgr": True, "pose_face": True}

@@ -24,6 +24,7 @@ from iasa_core.pipeline import (
     stream_video,
     video_size,
 )
+from iasa_core.pose.render import RenderStyle
 from iasa_core.pose.sequence import PoseSequence
 from iasa_core.pose.synthetic import synthetic_keypoints
 from iasa_core.sampling.samplers import anchor_first_frame, cfg_combine, sample_student, sample_teacher
@@ -200,8 +201,8 @@ def _generate_whole(system: PoseWanSystem, image, poses, opt: GenerateOptions) -
     windows = plan_windows(num_latents, latent_frames(opt.window_frames), opt.overlap_latents)
     with torch.no_grad():
         condition = system.condition(image, 4 * (windows[0].length - 1) + 1, None)
-        ref = system.denoiser.ref_pose_encoder(_render(keypoints[:1], hw, False)[:, 0][None]).to(dtype)
-        features = [PoseFeatures(system.denoiser.pose_encoder(_render(keypoints[w.video_frames], hw, False)[None])
+        ref = system.denoiser.ref_pose_encoder(_render(keypoints[:1], hw, RenderStyle())[:, 0][None]).to(dtype)
+        features = [PoseFeatures(system.denoiser.pose_encoder(_render(keypoints[w.video_frames], hw, RenderStyle())[None])
                                  .to(dtype), ref) for w in windows]
     sp = dict(system.sparse, top_k=opt.top_k or system.sparse["top_k"])
     plans = [build_plan(keypoints[w.video_frames], hw, **plan_options(sp)) for w in windows]

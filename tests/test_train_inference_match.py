@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from iasa_core.model.pose_wan import PoseWanTransformer
 from iasa_core.pipeline import GenerateOptions, generate_video
+from iasa_core.pose.render import RenderStyle
 from iasa_core.pose.sequence import PoseSequence
 from tests.test_training import SIZE, dataset_root  # noqa: F401 (fixture)
 from training.batch import prepare_sample
@@ -36,8 +38,9 @@ def _inference_inputs(system, image: np.ndarray, keypoints: np.ndarray, monkeypa
     return seen
 
 
-def test_training_and_inference_feed_the_denoiser_the_same_inputs(dataset_root, monkeypatch):  # noqa: F811
-    system = load_system(ModelSpec(spec="tiny"), torch.device("cpu"))
+@pytest.mark.parametrize("pose_face", [None, True])
+def test_training_and_inference_feed_the_denoiser_the_same_inputs(dataset_root, monkeypatch, pose_face):  # noqa: F811
+    system = load_system(ModelSpec(spec="tiny", pose_face=pose_face), torch.device("cpu"))
     item = ClipDataset(dataset_root)[0]
     sample = prepare_sample(system, item, sparse=dict(system.sparse, **SPARSE))
     frames = item["frames"].numpy()
@@ -61,3 +64,7 @@ def test_training_and_inference_feed_the_denoiser_the_same_inputs(dataset_root, 
     # The sparse plan: the same keypoints give the same block pattern.
     assert seen["plans"][0]["density"] == sample.plan.to_summary()["density"]
     assert seen["latents"].shape == sample.latents.shape
+    # Face landmarks are drawn exactly when the model says so (they are the mouth's only way in).
+    other = prepare_sample(system, item, sparse=None, style=RenderStyle(face=not pose_face))
+    assert system.pose_style().face is bool(pose_face)
+    assert not torch.equal(other.pose_video, sample.pose_video)

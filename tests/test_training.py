@@ -223,7 +223,8 @@ def test_finetune_teacher_cli_runs_logs_and_exports(dataset_root, tmp_path):
                         "sparse: {settings: {block_size: 16}}\n")
     out = tmp_path / "run"
     code = finetune_teacher.main(["--config", str(cfg_path), "--set", f"run.output_dir={out}", "--set", "run.steps=3",
-                                  "--set", "run.log_every=1", "--set", "run.gradient_checkpointing=true"])
+                                  "--set", "run.log_every=1", "--set", "run.gradient_checkpointing=true",
+                                  "--set", "model.pose_face=true"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["train/loss"]) for r in rows)
@@ -231,6 +232,7 @@ def test_finetune_teacher_cli_runs_logs_and_exports(dataset_root, tmp_path):
     assert (out / "checkpoints" / "step-0000003" / "state.json").is_file()
     system = load_model(str(out / "teacher.safetensors"))
     assert system.schedule["kind"] == "teacher" and system.sparse["block_size"] == 16
+    assert system.schedule["pose_face"] is True and system.pose_style().face  # trained with face points: drawn
     assert (out / "teacher_lora.safetensors").is_file()
 
     bad = tmp_path / "bad.yaml"
@@ -307,7 +309,9 @@ def test_distill_runs_with_region_loss_and_exports_a_student_that_samples(datase
     from iasa_core.pipeline import GenerateOptions, generate_video
     from training.distill import train_student
 
-    result = train_student(_distill_cfg(teacher_file, dataset_root, tmp_path / "d", steps=3))
+    cfg = _distill_cfg(teacher_file, dataset_root, tmp_path / "d", steps=3)
+    cfg.teacher.pose_face = True  # the student keeps its teacher's pose drawing
+    result = train_student(cfg)
     rows = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert {"gen/dmd", "gen/region", "critic/loss"} <= set(rows[0])
@@ -315,7 +319,8 @@ def test_distill_runs_with_region_loss_and_exports_a_student_that_samples(datase
     assert all(np.isfinite(v) for r in rows for v in r.values())
     assert rows[0]["gen/region"] > 0
     student = load_model(result["exported"])
-    assert student.schedule == {"kind": "student", "timesteps": [1000, 750, 500, 250], "shift": 5.0}
+    assert student.schedule == {"kind": "student", "timesteps": [1000, 750, 500, 250], "shift": 5.0,
+                                "pose_face": True}
     kp = synthetic_keypoints(9, SIZE, SIZE, seed=5)
     image = render_poses(kp[:1], SIZE, SIZE)[0]
     out = generate_video(student, image, PoseSequence(kp, SIZE, SIZE), GenerateOptions(seed=1))

@@ -47,9 +47,11 @@ def check_clip(frames: torch.Tensor, keypoints: torch.Tensor, clip_id: str) -> N
 
 
 def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[str, Any] | None,
-                   ref_index: int = 0, pose_bgr: bool = False, cache: SampleCache | None = None,
+                   ref_index: int = 0, style: RenderStyle | None = None, cache: SampleCache | None = None,
                    encode_bf16: bool = False) -> TrainSample:
     """Encode one clip (``ClipDataset`` item) with the frozen VAE/CLIP and build its sparse plan.
+
+    ``style``: how the pose images are drawn; None: the model's own (``system.pose_style()``), as inference does.
 
     ``encode_bf16`` runs the frozen encoders under bf16 autocast (3x quicker on CPUs with AMX; bf16 inference
     encodes its reference image the same way); the results are float32 either way.
@@ -63,7 +65,9 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     video = frames.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
     kp = keypoints.numpy()
     use_cache = cache is not None and bool(clip_id)
-    key = ("encoded", clip_id, ref_index, pose_bgr)
+    style = style or system.pose_style()
+    # One process trains one model, so one style: the key (and the disk file name) names the colour order only.
+    key = ("encoded", clip_id, ref_index, style.bgr)
     hit = cache.get(key) if use_cache else None
     if hit is None:
         bf16 = torch.autocast(device.type, dtype=torch.bfloat16) if encode_bf16 else contextlib.nullcontext()
@@ -73,7 +77,7 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
             condition = system.condition(ref_image, t)
         hit = (latents, condition, None)
     if hit[2] is None:  # pose images are cheap to draw and large to store, so the disk cache leaves them out
-        pose_u8 = render_poses_tensor(kp, h, w, RenderStyle(bgr=pose_bgr)).round().clamp(0, 255).to(torch.uint8)
+        pose_u8 = render_poses_tensor(kp, h, w, style).round().clamp(0, 255).to(torch.uint8)
         hit = (hit[0], hit[1], pose_u8)
         if use_cache:
             cache.put(key, hit)

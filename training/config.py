@@ -29,6 +29,9 @@ class ModelSpec:
     search_dirs: list[str] = field(default_factory=list)
     allow_download: bool = False
     seed: int = 0
+    # Draw the face landmarks into the pose images (the mouth's shape reaches the model only this way); None:
+    # as the model file says. Stored in the exported model, so inference draws them too.
+    pose_face: bool | None = None
 
 
 @dataclass

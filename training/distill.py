@@ -178,7 +178,8 @@ def export_student(system: PoseWanSystem, generator: torch.nn.Module, ema: dict[
             params[name.removeprefix("denoiser.")].copy_(value)
     denoiser.requires_grad_(False)
     merge_lora_layers(denoiser)
-    schedule = {"kind": "student", "timesteps": list(cfg.dmd.timesteps), "shift": cfg.dmd.shift}
+    schedule = {"kind": "student", "timesteps": list(cfg.dmd.timesteps), "shift": cfg.dmd.shift,
+                **system.pose_render_settings()}
     student = PoseWanSystem(system.config, denoiser, system.vae, system.image_encoder, system.prompt_embeds,
                             schedule=schedule, sparse=sparse if sparse is not None else dict(system.sparse),
                             source="distilled student")

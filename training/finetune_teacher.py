@@ -103,7 +103,7 @@ def export_teacher(system: PoseWanSystem, model: torch.nn.Module, cfg: TeacherCo
         out["lora"] = str(save_lora(denoiser.transformer, output_path(cfg.run.output_dir, cfg.export.lora_path)))
         merge_lora_layers(denoiser)
     schedule = {"kind": "teacher", "steps": cfg.export.steps, "guidance": cfg.export.guidance,
-                "shift": cfg.flow.shift}
+                "shift": cfg.flow.shift, **system.pose_render_settings()}
     merged = PoseWanSystem(system.config, denoiser, system.vae, system.image_encoder, system.prompt_embeds,
                            schedule=schedule, sparse=sparse if sparse is not None else dict(system.sparse),
                            source="fine-tuned teacher")

@@ -32,6 +32,8 @@ def load_system(spec: ModelSpec, device: torch.device) -> PoseWanSystem:
     system = load_model(spec.spec, search_dirs=spec.search_dirs, allow_download=spec.allow_download,
                         pose_weights=spec.pose_weights, vae=spec.vae, image_encoder=spec.image_encoder,
                         prompt_embeds=prompt, loras=[(p, float(s)) for p, s in spec.loras], seed=spec.seed)
+    if spec.pose_face is not None:
+        system.schedule = dict(system.schedule, pose_face=bool(spec.pose_face))
     system.to(device, torch.float32)
     return system.eval()
 

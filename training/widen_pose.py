@@ -24,7 +24,7 @@ from iasa_core.model.pose_wan import PoseWanTransformer
 def _widen_stack(old: nn.ModuleList, new: nn.ModuleList) -> None:
     """Copy ``old`` convolutions into the top-left corner of ``new``'s; zero new -> old connections."""
     with torch.no_grad():
-        for i, (a, b) in enumerate(zip(old, new)):
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
             out_a, in_a = a.weight.shape[:2]
             if i > 0:
                 b.weight[:out_a, in_a:] = 0.0  # the new channels of the previous layer must not reach old ones

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..pose.layout import ALL_REGIONS
+from ..pose.render import RenderStyle
 from .pose_wan import Condition, PoseWanTransformer
 from .presets import PoseWanConfig
 from .vae_codec import DECODE_SEGMENT, StreamDecoder, decode_latents, encode_posterior
@@ -21,6 +22,9 @@ from .vae_codec import DECODE_SEGMENT, StreamDecoder, decode_latents, encode_pos
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_SCHEDULE = {"kind": "student", "timesteps": [1000, 750, 500, 250], "shift": 5.0}
+# Settings of how the model's pose images are drawn, stored with its schedule: a model must be run on pose images
+# drawn the way it was trained on (UniAnimate's weights: R/B swapped, no face; the embedded models: see the README).
+POSE_RENDER_KEYS = ("pose_bgr", "pose_face")
 DEFAULT_SPARSE = {"top_k": 2, "block_size": 128, "mode": "exact", "regions": list(ALL_REGIONS), "local": True,
                   "sink_first": False, "causal": True}
 
@@ -59,6 +63,15 @@ class PoseWanSystem:
         system = cls(config, denoiser, vae, image_encoder, prompt, source=f"preset {config.name} (random weights)")
         system.eval()
         return system
+
+    def pose_style(self, bgr: bool | None = None) -> RenderStyle:
+        """How this model's pose images are drawn (its schedule's ``pose_bgr`` / ``pose_face``); ``bgr`` overrides."""
+        return RenderStyle(bgr=bool(self.schedule.get("pose_bgr", False)) if bgr is None else bool(bgr),
+                           face=bool(self.schedule.get("pose_face", False)))
+
+    def pose_render_settings(self) -> dict[str, bool]:
+        """The schedule's pose-drawing keys, for a model trained from this one to store."""
+        return {k: bool(self.schedule[k]) for k in POSE_RENDER_KEYS if k in self.schedule}
 
     def eval(self) -> PoseWanSystem:
         """Inference mode for every module."""
