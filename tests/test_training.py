@@ -114,7 +114,9 @@ def test_shipped_configs_parse():
     assert names, "training/configs is empty"
     for name in names:
         cls = DistillConfig if name.startswith("distill") else TeacherConfig
-        load_config(cls, os.path.join(folder, name))
+        cfg = load_config(cls, os.path.join(folder, name))
+        if name == "teacher_embedded_widen.yaml":  # the face-points stage of the embedded teacher
+            assert cfg.model.pose_face is True and cfg.sparse.settings["background"] is True
 
 
 # ---------------------------------------------------------------------- LoRA
