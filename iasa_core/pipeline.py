@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from . import validate
 from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
-from .pose.render import RenderStyle
+from .pose.render import RenderStyle, render_poses_tensor
 from .pose.sequence import PoseSequence
 from .sampling.noise import FrameNoise
 from .sampling.samplers import SamplingCancelled
@@ -133,8 +133,6 @@ def pad_to_4n1(keypoints: np.ndarray) -> np.ndarray:
 
 
 def _render(keypoints: np.ndarray, hw: tuple[int, int], style: RenderStyle) -> torch.Tensor:
-    from .pose.render import render_poses_tensor
-
     return render_poses_tensor(keypoints, hw[0], hw[1], style)
 
 

@@ -19,7 +19,7 @@ import torch
 from .model.pose_wan import Condition, PoseFeatures, drop_pose
 from .model.sparse_patch import sparse_attention_enabled
 from .model.system import PoseWanSystem
-from .pose.render import RenderStyle
+from .pose.render import RenderStyle, render_poses_tensor
 from .sampling.noise import FrameNoise
 from .sampling.samplers import anchor_first_frame, cfg_combine
 from .sampling.schedules import sigma_to_timestep
@@ -60,8 +60,6 @@ class WindowConditioner:
         return len(self._live)
 
     def _build(self, i: int) -> tuple[PoseFeatures, SparsePlan | None]:
-        from .pose.render import render_poses_tensor
-
         t0 = time.perf_counter()
         frames = self.keypoints[self.windows[i].video_frames]
         denoiser = self.system.denoiser
