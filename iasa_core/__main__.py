@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+from .memory import FLAT_MEMORY_HELP
+
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
@@ -164,9 +166,10 @@ def cmd_demo(args) -> int:
     from .output_paths import output_file, write_text
 
     json_out = output_file(args.json, "--json", kind="JSON", example="demo.json") if args.json else None
-    from .memory import map_large_blocks
+    if args.flat_memory:
+        from .memory import map_large_blocks
 
-    map_large_blocks()  # the peak memory then stays flat in the audio's length (see iasa_core/memory.py)
+        map_large_blocks()  # the peak memory then stays flat in the audio's length (see iasa_core/memory.py)
     result = run_demo(args.audio, args.image, args.out, ref_poses=args.ref_poses, model=args.model, seed=args.seed,
                       side=args.side, models=args.models, download=args.download, dtype=args.dtype)
     if json_out:
@@ -255,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--models", action="append", default=[], help="folder with DWPose weights (user images)")
     d.add_argument("--download", action="store_true", help="allow downloading DWPose weights from the HF hub")
     d.add_argument("--json", help="also write the timings as JSON")
+    d.add_argument("--flat-memory", action="store_true", help=FLAT_MEMORY_HELP)
     d.set_defaults(func=cmd_demo)
     return p
 

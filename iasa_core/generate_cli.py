@@ -7,6 +7,7 @@ import math
 import sys
 import time
 
+from .memory import FLAT_MEMORY_HELP
 from .node_support import DTYPES, pick_device, pick_dtype
 
 
@@ -66,6 +67,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--image-encoder", help="CLIP vision encoder folder or repo id (Wan files only)")
     p.add_argument("--models", action="append", default=[], help="folder to look for model files in; repeatable")
     p.add_argument("--download", action="store_true", help="allow downloads from the HF hub")
+    p.add_argument("--flat-memory", action="store_true", help=FLAT_MEMORY_HELP)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="denoiser dtype (default: bfloat16 on CUDA and on CPUs with native bf16 "
                    "(AMX / AVX512-BF16), else float32)")
@@ -180,9 +182,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\rstep {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
         line_open[0] = step != total
 
-    from .memory import map_large_blocks
+    if args.flat_memory:
+        from .memory import map_large_blocks
 
-    map_large_blocks()  # the peak memory then stays flat in the video's length (see iasa_core/memory.py)
+        map_large_blocks()  # the peak memory then stays flat in the video's length (see iasa_core/memory.py)
     stream = stream_video(system, image, poses, options, callback=progress)
     try:
         # frames are written as they are decoded (renamed into place at the end): memory stays flat in the length

@@ -366,6 +366,15 @@ def test_large_blocks_get_their_own_mappings_on_glibc():
     assert map_large_blocks() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
 
 
+def test_flat_memory_is_an_opt_in_of_generate_and_demo():
+    from iasa_core.__main__ import build_parser
+
+    parser = build_parser()
+    for cmd in (["demo"], ["generate", "--poses", "p.json", "--image", "i.png", "--out", "o.mp4"]):
+        assert parser.parse_args(cmd).flat_memory is False  # fresh pages for every big block cost up to 1.6x
+        assert parser.parse_args(cmd + ["--flat-memory"]).flat_memory is True
+
+
 @pytest.mark.parametrize("opts", [dict(), dict(sampler="teacher", steps=3, guidance=2.0)], ids=["student", "teacher"])
 def test_first_latent_frame_lands_on_the_reference_latent(tiny, opts):
     image, poses = _inputs(29)
