@@ -39,16 +39,25 @@ python -m training.warm_cache --model "$W/init.safetensors" --data "$W/dataset" 
 python -m training.finetune_teacher --config training/configs/teacher_embedded.yaml \
     --set model.spec="$W/init.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" --set run.output_dir="$W/teacher"
 
+# 3b. The teacher's pose encoders widened from 8 to 16 channels (the same outputs), then 1200 more steps with the
+#     face points drawn into the pose images (model.pose_face: true; without them nothing tells the model how the
+#     mouth moves) and the students' background rule in the IASA third (configs/teacher_embedded_widen.yaml).
+[ -f "$W/teacher_wide_init.safetensors" ] || python -m training.widen_pose --model "$W/teacher/teacher.safetensors" \
+    --hidden 16 --out "$W/teacher_wide_init.safetensors"
+python -m training.finetune_teacher --config training/configs/teacher_embedded_widen.yaml \
+    --set model.spec="$W/teacher_wide_init.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" \
+    --set run.output_dir="$W/teacher_face"
+
 # 4. Two students from the same teacher, same seed and steps: DMD alone, and DMD + the region loss
 #    (we ran the two side by side, OMP_NUM_THREADS=1 each).
 python -m training.distill --config training/configs/distill_embedded.yaml \
-    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" \
+    --set teacher.spec="$W/teacher_face/teacher.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" \
     --set run.output_dir="$W/student_dmd" --set region.weight=0
 python -m training.distill --config training/configs/distill_embedded.yaml \
-    --set teacher.spec="$W/teacher/teacher.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" \
+    --set teacher.spec="$W/teacher_face/teacher.safetensors" --set data.root="$W/dataset" --set data.cache_dir="$W/encoded" \
     --set run.output_dir="$W/student"
 
 # 5. Into the package (float16 storage), then the demo's bundled inputs.
-python -m training.recipes.export_embedded --teacher "$W/teacher/teacher.safetensors" \
+python -m training.recipes.export_embedded --teacher "$W/teacher_face/teacher.safetensors" \
     --dmd "$W/student_dmd/student.safetensors" --student "$W/student/student.safetensors"
 python -m training.recipes.make_demo_assets
