@@ -46,6 +46,12 @@ def check_clip(frames: torch.Tensor, keypoints: torch.Tensor, clip_id: str) -> N
         raise ValueError(f"clip {clip_id}: {keypoints.shape[0]} keypoint frames for {t} video frames")
 
 
+def encoded_key(clip_id: str, ref_index: int, style: RenderStyle) -> tuple:
+    """The cache key of a clip's encodings."""
+    # One process trains one model, so one style: the key (and the disk file name) names the colour order only.
+    return ("encoded", clip_id, ref_index, style.bgr)
+
+
 def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[str, Any] | None,
                    ref_index: int = 0, style: RenderStyle | None = None, cache: SampleCache | None = None,
                    encode_bf16: bool = False) -> TrainSample:
@@ -66,8 +72,7 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     kp = keypoints.numpy()
     use_cache = cache is not None and bool(clip_id)
     style = style or system.pose_style()
-    # One process trains one model, so one style: the key (and the disk file name) names the colour order only.
-    key = ("encoded", clip_id, ref_index, style.bgr)
+    key = encoded_key(clip_id, ref_index, style)
     hit = cache.get(key) if use_cache else None
     if hit is None:
         bf16 = torch.autocast(device.type, dtype=torch.bfloat16) if encode_bf16 else contextlib.nullcontext()
