@@ -4,8 +4,8 @@
 
 The hidden channels of both pose encoders (pose video and reference pose) grow to ``--hidden``. New channels
 get fresh random input weights and zero weights into every old channel, so the widened model's outputs equal
-the original's (to float rounding: a longer sum of zeros) until training moves those zeros (net2net-style growth): a trained teacher keeps what
-it learnt and gains capacity where the pose is read. Everything else in the file is copied as it is.
+the original's (to float rounding: a longer sum of zeros) until training moves those zeros (net2net-style
+growth): a trained teacher keeps what it learnt and gains capacity where the pose is read. Everything else in the file is copied as it is.
 """
 
 from __future__ import annotations
