@@ -80,6 +80,34 @@ def test_lip_sync_correlates_mouth_darkness():
     assert M.pearson([1, 2, 3], [2, 4, 6.5]) == pytest.approx(np.corrcoef([1, 2, 3], [2, 4, 6.5])[0, 1])
 
 
+def test_lip_sync_takes_out_what_the_moving_box_sees_over_a_still_copy():
+    # The head slides with the mouth's opening (speech moves both): the box then moves over a frozen copy
+    # of frame 0 too, which the plain correlation scored as lip sync.
+    base = synthetic_keypoints(1, 64, 64, seed=1)
+    opening = 0.5 - 0.5 * np.cos(np.linspace(0, 9, 24))  # closed in frame 0
+    kp = np.repeat(base, 24, axis=0)
+    kp[:, :, 0] += np.round(6 * opening)[:, None]
+    boxes = M.mouth_boxes(kp, 64, 64)
+    truth = np.full((24, 64, 64, 3), 200, np.uint8)
+    for t, (x0, y0, x1, y1) in enumerate(boxes):
+        truth[t, y0:y1, x0:x1] = int(150 - 100 * opening[t])  # lips darker than the face even when closed
+    frozen = np.repeat(truth[:1], 24, axis=0)
+    assert abs(M.pearson(M.mouth_signal(frozen, boxes), M.mouth_signal(truth, boxes))) > 0.5  # the old proxy
+    assert math.isnan(M.lip_sync(frozen, truth, kp))
+    assert M.lip_sync(truth, truth, kp) == pytest.approx(1.0)
+    noisy = np.clip(truth + np.random.default_rng(0).normal(0, 20, truth.shape), 0, 255).astype(np.uint8)
+    assert 0.8 < M.lip_sync(noisy, truth, kp) < 1.0
+    # partial correlation against numpy's: residuals of least-squares fits on [1, control]
+    rng = np.random.default_rng(2)
+    a, b, c = rng.normal(size=(3, 50))
+    design = np.stack([np.ones(50), c], 1)
+
+    def rest(v):
+        return v - design @ np.linalg.lstsq(design, v, rcond=None)[0]
+
+    assert M.partial_pearson(a, b, c) == pytest.approx(np.corrcoef(rest(a), rest(b))[0, 1])
+
+
 def test_video_metrics_checks_shapes():
     x = _frames(0, t=2, h=32, w=32)
     kp = synthetic_keypoints(2, 32, 32, seed=0)

@@ -4,7 +4,8 @@ Held-out clips of the synthetic world (a seed the training never saw) give exact
 row animates every clip's first frame along its poses with one model and attention setting, end to end
 from poses to frames (reference conditioning, pose encoding, plan, sampling, VAE decoding), and compares
 the frames with the truth: PSNR, SSIM, PSNR inside the face and the hands, and a lip-sync proxy (how the
-mouth's darkness follows the truth's over time). FPS is frames over wall-clock seconds on this machine.
+mouth's darkness follows the truth's over time, beyond what the moving mouth box sees over a still copy of
+the reference frame; the copy row has none). FPS is frames over wall-clock seconds on this machine.
 """
 
 from __future__ import annotations
