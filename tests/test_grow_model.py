@@ -1,4 +1,5 @@
-"""Widening a trained model's pose encoders keeps its outputs (training.widen_pose)."""
+"""Growing a trained model keeps its outputs: wider pose encoders (training.widen_pose), more DiT blocks
+(training.deepen)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from iasa_core.model.checkpoint import load_student, save_student
 from iasa_core.model.presets import get_preset
 from iasa_core.model.system import PoseWanSystem
+from training import deepen as D
 from training.widen_pose import main, widen_pose_encoders
 
 T, H, W = 9, 64, 96
@@ -65,3 +67,37 @@ def test_widen_cli_round_trip_and_refuses_narrowing(tmp_path, capsys):
     assert torch.equal(wide.vae.decoder.conv_out.weight, system.vae.decoder.conv_out.weight)
     with pytest.raises(ValueError, match="widening only"):
         widen_pose_encoders(system.denoiser, 8)
+
+
+def test_deepened_model_computes_the_same_and_its_new_blocks_learn(tmp_path, capsys):
+    assert D.block_sources(6, 8) == [0, 1, None, 2, 3, None, 4, 5]
+    assert D.block_sources(2, 5) == [0, None, None, None, 1]
+    system = PoseWanSystem.random(get_preset("tiny"), seed=4)
+    with torch.no_grad():  # trained-looking weights everywhere, so a block dropped or misplaced would show
+        for p in system.denoiser.transformer.blocks.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    inputs = _inputs(5)
+    deep = D.deepen(system.denoiser, 4).eval()
+    assert deep.config.transformer["num_layers"] == 4 and len(deep.transformer.blocks) == 4
+    assert system.denoiser.config.transformer["num_layers"] == 2
+    before, after = _denoise(system.denoiser, inputs), _denoise(deep, inputs)
+    assert torch.equal(before, after)  # an inserted block adds exact zeros to the residual stream
+    assert D.block_sources(2, 4) == [0, None, None, 1]
+    new = [1, 2]
+    assert all(deep.transformer.blocks[j].ffn.net[2].weight.abs().sum() == 0 for j in new)
+    assert torch.equal(deep.transformer.blocks[new[-1]].attn1.to_q.weight,
+                       system.denoiser.transformer.blocks[0].attn1.to_q.weight)  # a copy of the block before
+    latents, cond, pose_video, ref_pose = inputs
+    loss = deep(latents, torch.tensor([500.0]), cond, deep.encode_poses(pose_video, ref_pose)).square().mean()
+    loss.backward()
+    assert all(deep.transformer.blocks[j].attn1.to_out[0].weight.grad.abs().sum() > 0 for j in new)
+    # CLI round trip: the file keeps everything but gains blocks
+    src = save_student(system, tmp_path / "model.safetensors")
+    assert D.main(["--model", str(src), "--layers", "3", "--out", str(tmp_path / "deep.safetensors")]) == 0
+    assert "deepened from 2 to 3 blocks" in capsys.readouterr().out
+    loaded = load_student(tmp_path / "deep.safetensors")
+    assert loaded.config.transformer["num_layers"] == 3
+    assert torch.equal(_denoise(loaded.denoiser, inputs), before)
+    assert torch.equal(loaded.vae.decoder.conv_out.weight, system.vae.decoder.conv_out.weight)
+    with pytest.raises(ValueError, match="deepening only"):
+        D.deepen(system.denoiser, 1)
