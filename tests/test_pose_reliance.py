@@ -39,6 +39,8 @@ def test_errors_match_a_direct_computation_and_the_variants_differ(clip):
     want = float((x_t - 0.6 * flow - s.latents)[:, :, 1:].square().mean())
     assert out["mse"]["0.6"]["reversed"] == pytest.approx(want, rel=1e-5)
     assert out["mse"]["0.6"]["poses"] != out["mse"]["0.6"]["none"]
+    still = system.encode(s.frames[:, :, :1].expand_as(s.frames))
+    assert out["still_mse"] == pytest.approx(float((still - s.latents)[:, :, 1:].square().mean()), rel=1e-5)
 
 
 def test_a_model_blind_to_poses_scores_the_same_with_any_poses(clip):
@@ -58,6 +60,7 @@ def test_cli_prints_and_writes_json(tmp_path, capsys):
     assert R.main(["--model", "tiny", "--clips", "1", "--frames", "9", "--json", str(path)]) == 0
     text = capsys.readouterr().out
     assert "sigma | x0 MSE with the poses | reversed | none" in text and "mean guess decodes to" in text
+    assert "held still: x0 MSE" in text
     data = json.loads(path.read_text())
     assert set(data["mean"]) == {str(s) for s in R.SIGMAS} and len(data["clips"]) == 1
     with pytest.raises(ValueError, match="4n\\+1"):

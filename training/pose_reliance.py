@@ -6,8 +6,10 @@ On held-out clips of the synthetic world (the seed `bench quality` uses) each cl
 encodes it; at each noise level sigma the same noise is added and the model's one-step estimate of the
 clean latents x0 is compared with the truth (mean squared error in normalised latent units, latent frames
 1.. since frame 0 is the given reference). A model that follows the poses does clearly worse with the poses
-played backwards or left out; where the three errors match, it animates from the reference alone. The
-estimate at sigma 1 (pure noise) is also decoded: its PSNR is what the model's mean guess scores in pixels.
+played backwards or left out; where the three errors match, it animates from the reference alone. For
+scale, ``still`` is the same error for the latents of the reference frame held still (the static floor in
+latent units). The estimate at sigma 1 (pure noise) is also decoded: its PSNR is what the model's mean guess
+scores in pixels.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def clip_reliance(system: PoseWanSystem, frames: np.ndarray, keypoints: np.ndarr
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     denoiser = system.denoiser
     out: dict[str, Any] = {"mse": {}, "mean_guess_psnr": None}
+    with torch.no_grad():
+        still = system.encode(sample.frames[:, :, :1].expand_as(sample.frames)).float()
+    out["still_mse"] = float((still[:, :, 1:] - x0[:, :, 1:]).square().mean())
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         features = {"poses": denoiser.encode_poses(sample.pose_video, sample.ref_pose),
                     "reversed": denoiser.encode_poses(sample.pose_video.flip(2), sample.ref_pose)}
@@ -73,7 +78,7 @@ def pose_reliance(system: PoseWanSystem, clips: int = 2, frames: int = 81, *,
         per_clip.append(clip_reliance(system, clip.frames[:frames], clip.poses.keypoints[:frames],
                                       sigmas=sigmas, bf16=bf16))
     mean = {s: {v: float(np.mean([c["mse"][s][v] for c in per_clip])) for v in VARIANTS} for s in per_clip[0]["mse"]}
-    return {"clips": per_clip, "mean": mean}
+    return {"clips": per_clip, "mean": mean, "still_mse": float(np.mean([c["still_mse"] for c in per_clip]))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     result = pose_reliance(system, args.clips, args.frames, bf16=args.bf16)
     for i, c in enumerate(result["clips"]):
         print(f"clip {i + 1}: the sigma-1 mean guess decodes to {c['mean_guess_psnr']:.2f} dB")
+    print(f"the reference frame held still: x0 MSE {result['still_mse']:.4f}")
     print("sigma | x0 MSE with the poses | reversed | none")
     for s, row in result["mean"].items():
         print(f"{s} | {row['poses']:.4f} | {row['reversed']:.4f} | {row['none']:.4f}")
