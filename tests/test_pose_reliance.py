@@ -63,5 +63,8 @@ def test_cli_prints_and_writes_json(tmp_path, capsys):
     assert "held still: x0 MSE" in text
     data = json.loads(path.read_text())
     assert set(data["mean"]) == {str(s) for s in R.SIGMAS} and len(data["clips"]) == 1
+    system = PoseWanSystem.random(get_preset("tiny"), seed=0)
     with pytest.raises(ValueError, match="4n\\+1"):
-        R.pose_reliance(PoseWanSystem.random(get_preset("tiny"), seed=0), 1, 8)
+        R.pose_reliance(system, 1, 8)
+    with pytest.raises(ValueError, match="--clips must be at least 1"):
+        R.pose_reliance(system, 0, 9)

@@ -73,6 +73,8 @@ def pose_reliance(system: PoseWanSystem, clips: int = 2, frames: int = 81, *,
     """Per held-out clip and on average: the x0 errors with true / reversed / no poses at each sigma."""
     if frames < 5 or (frames - 1) % 4:
         raise ValueError(f"--frames must be 4n+1 and at least 5; got {frames}")
+    if clips < 1:
+        raise ValueError(f"--clips must be at least 1; got {clips}")
     per_clip = []
     for clip in heldout_clips(clips, frames / 25.0):
         per_clip.append(clip_reliance(system, clip.frames[:frames], clip.poses.keypoints[:frames],
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     system.denoiser.eval()
     result = pose_reliance(system, args.clips, args.frames, bf16=args.bf16)
     for i, c in enumerate(result["clips"]):
-        print(f"clip {i + 1}: the sigma-1 mean guess decodes to {c['mean_guess_psnr']:.2f} dB")
+        if c["mean_guess_psnr"] is not None:
+            print(f"clip {i + 1}: the sigma-1 mean guess decodes to {c['mean_guess_psnr']:.2f} dB")
     print(f"the reference frame held still: x0 MSE {result['still_mse']:.4f}")
     print("sigma | x0 MSE with the poses | reversed | none")
     for s, row in result["mean"].items():
