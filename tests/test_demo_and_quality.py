@@ -89,6 +89,7 @@ def test_copy_row_is_the_static_floor():
     assert row["psnr"] == pytest.approx(expected) and row["first_psnr"] > 100  # frame 0 is exact
     assert row["frames"] == 30 and np.isnan(row["fps"])
     assert "| copy the reference frame (floor) | - | - |" in format_table(result)
+    assert np.isnan(row["lip_sync"]) and format_table(result).endswith("| - |")  # a still copy moves no mouth
     assert default_rows()[0] == COPY_ROW
 
 

@@ -10,6 +10,7 @@ the reference frame; the copy row has none). FPS is frames over wall-clock secon
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -167,6 +168,7 @@ def format_table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         fps, speed = ("-", "-") if r["row"]["sampler"] == "copy" else (f"{r['fps']:.1f}",
                                                                        f"{r['speedup_vs_first']:.1f}x")
+        lip = "-" if math.isnan(r["lip_sync"]) else f"{r['lip_sync']:.3f}"  # a still video has no mouth motion
         lines.append(f"| {r['row']['name']} | {fps} | {speed} | {r['psnr']:.2f} | {r['first_psnr']:.2f} | "
-                     f"{r['ssim']:.3f} | {r['face_psnr']:.2f} | {r['hand_psnr']:.2f} | {r['lip_sync']:.3f} |")
+                     f"{r['ssim']:.3f} | {r['face_psnr']:.2f} | {r['hand_psnr']:.2f} | {lip} |")
     return "\n".join(lines)
