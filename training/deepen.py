@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-from iasa_core.model.checkpoint import load_student, save_student
+from iasa_core.model.checkpoint import rewrite_denoiser
 from iasa_core.model.pose_wan import PoseWanTransformer
 
 # The three residual branches of a Wan block end in these projections; zero, the block passes its input on.
@@ -70,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, required=True, help="new number of transformer blocks")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    system = load_student(args.model)
-    before = system.config.transformer["num_layers"]
-    system.denoiser = deepen(system.denoiser, args.layers)
-    system.config = system.denoiser.config
-    path = save_student(system, Path(args.out))
-    print(f"DiT deepened from {before} to {args.layers} blocks: {path}")
+    before, path = rewrite_denoiser(args.model, args.out, lambda d: deepen(d, args.layers))
+    print(f"DiT deepened from {before.transformer['num_layers']} to {args.layers} blocks: {path}")
     return 0
 
 

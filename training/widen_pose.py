@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from iasa_core.model.checkpoint import load_student, save_student
+from iasa_core.model.checkpoint import rewrite_denoiser
 from iasa_core.model.pose_wan import PoseWanTransformer
 
 
@@ -57,12 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the new channels' input weights")
     args = p.parse_args(argv)
-    system = load_student(args.model)
-    before = system.config.pose_hidden
-    system.denoiser = widen_pose_encoders(system.denoiser, args.hidden, seed=args.seed)
-    system.config = system.denoiser.config
-    path = save_student(system, Path(args.out))
-    print(f"pose encoders widened from {before} to {args.hidden} hidden channels: {path}")
+    before, path = rewrite_denoiser(args.model, args.out,
+                                    lambda d: widen_pose_encoders(d, args.hidden, seed=args.seed))
+    print(f"pose encoders widened from {before.pose_hidden} to {args.hidden} hidden channels: {path}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -146,3 +147,15 @@ def load_student(path: str | os.PathLike, *, vae: torch.nn.Module | None = None)
                            schedule=json.loads(meta.get("schedule") or json.dumps(DEFAULT_SCHEDULE)),
                            sparse=json.loads(meta.get("sparse") or json.dumps(DEFAULT_SPARSE)), source=str(path))
     return system.eval()
+
+
+def rewrite_denoiser(src: str | os.PathLike, dst: str | os.PathLike,
+                     change: Callable[[torch.nn.Module], torch.nn.Module]) -> tuple[PoseWanConfig, Path]:
+    """Load an IASA model file, swap its denoiser for ``change(denoiser)`` and save the whole model to ``dst``.
+
+    Returns the model's config before the change and the written path; all but the denoiser is kept as it was."""
+    system = load_student(src)
+    before = system.config
+    system.denoiser = change(system.denoiser)
+    system.config = system.denoiser.config
+    return before, save_student(system, Path(dst))
