@@ -303,6 +303,27 @@ def test_resumed_teacher_run_continues_with_the_same_state(dataset_root, tmp_pat
         train_teacher(changed)
 
 
+def test_teacher_run_trains_the_per_block_pose_maps_at_their_own_rate(dataset_root, tmp_path):
+    from iasa_core.model.checkpoint import load_student, save_student
+    from iasa_core.model.presets import get_preset
+    from iasa_core.model.system import PoseWanSystem
+    from training.finetune_teacher import train_teacher
+    from training.widen_pose import main as widen_main
+
+    plain = save_student(PoseWanSystem.random(get_preset("tiny"), seed=0), tmp_path / "plain.safetensors")
+    assert widen_main(["--model", str(plain), "--blocks", "--out", str(tmp_path / "pb.safetensors")]) == 0
+    cfg = _teacher_cfg(dataset_root, tmp_path / "run", steps=2)
+    cfg.model.spec = str(tmp_path / "pb.safetensors")
+    cfg.optim.pose_lr_scale = 5.0  # with LoRA the pose modules train in full: the maps too
+    result = train_teacher(cfg)
+    out = load_student(result["exported"]["model"])
+    assert out.config.pose_blocks
+    assert all(p.weight.abs().sum() > 0 for p in out.denoiser.block_pose_proj)
+    opt = torch.load(tmp_path / "run" / "checkpoints" / "step-0000002" / "optimizers.pt", weights_only=True)
+    lrs = sorted(g["lr"] for g in opt["opt"]["param_groups"])
+    assert len(lrs) == 2 and lrs[1] == pytest.approx(5 * lrs[0])
+
+
 # ---------------------------------------------------------------------- distillation
 
 

@@ -67,10 +67,13 @@ class OptimConfig:
     warmup_steps: int = 0
     decay: str = "none"         # none | cosine (to lr * min_lr_ratio at run.steps)
     min_lr_ratio: float = 0.1
+    pose_lr_scale: float = 1.0  # the pose encoders' and per-block pose maps' learning rate is lr times this
 
     def __post_init__(self) -> None:
         if self.decay not in ("none", "cosine"):
             raise ConfigError(f"optim.decay must be 'none' or 'cosine'; got {self.decay!r}")
+        if not self.pose_lr_scale > 0:
+            raise ConfigError(f"optim.pose_lr_scale must be > 0; got {self.pose_lr_scale!r}")
 
 
 @dataclass

@@ -46,17 +46,21 @@ def deepen(denoiser: PoseWanTransformer, layers: int) -> PoseWanTransformer:
     config.transformer["num_layers"] = layers
     deep = PoseWanTransformer(config)
     state = denoiser.state_dict()
-    new_state = {k: v for k, v in state.items() if ".blocks." not in k}
+    per_block = ("transformer.blocks.", "block_pose_proj.")
+    new_state = {k: v for k, v in state.items() if not k.startswith(per_block)}
     last = 0
     for j, src in enumerate(sources):
         copy_of = last if src is None else src
         last = copy_of
-        prefix_old, prefix_new = f"transformer.blocks.{copy_of}.", f"transformer.blocks.{j}."
         for k, v in state.items():
-            if k.startswith(prefix_old):
-                name = k[len(prefix_old):]
-                zero = src is None and any(name.startswith(b + ".") for b in BRANCH_OUTPUTS)
-                new_state[prefix_new + name] = torch.zeros_like(v) if zero else v.clone()
+            for head in per_block:
+                prefix_old = f"{head}{copy_of}."
+                if k.startswith(prefix_old):
+                    name = k[len(prefix_old):]
+                    # an inserted block passes its input on and reads no pose until training says otherwise
+                    zero = src is None and (head == "block_pose_proj."
+                                            or any(name.startswith(b + ".") for b in BRANCH_OUTPUTS))
+                    new_state[f"{head}{j}.{name}"] = torch.zeros_like(v) if zero else v.clone()
     deep.load_state_dict(new_state)
     return deep.to(next(denoiser.parameters()).dtype)
 

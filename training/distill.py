@@ -208,8 +208,8 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
             enable_checkpointing(d, cfg.run.gradient_checkpointing)
         generator = wrap_ddp(PosedDenoiser(system.denoiser), rt)
         critic = wrap_ddp(PosedDenoiser(critic_denoiser), rt)
-        opt_g, sched_g = make_optimizer(gen_params, cfg.dmd.generator_optim, cfg.run.steps)
-        opt_c, sched_c = make_optimizer(critic_params, cfg.dmd.critic_optim, cfg.run.steps)
+        opt_g, sched_g = make_optimizer(gen_params, cfg.dmd.generator_optim, cfg.run.steps, system.denoiser)
+        opt_c, sched_c = make_optimizer(critic_params, cfg.dmd.critic_optim, cfg.run.steps, critic_denoiser)
         ema = {k: v.clone() for k, v in trainable_state(generator).items()}
         region_loss = build_region_loss(cfg.region, rt.device)
         sigmas = student_sigmas(cfg.dmd.timesteps, cfg.dmd.shift)

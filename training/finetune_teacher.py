@@ -125,7 +125,7 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
         cast_frozen(system.denoiser, cfg.run.frozen_dtype)
         enable_checkpointing(system.denoiser, cfg.run.gradient_checkpointing)
         model = wrap_ddp(PosedDenoiser(system.denoiser), rt)
-        opt, sched = make_optimizer(params, cfg.optim, cfg.run.steps)
+        opt, sched = make_optimizer(params, cfg.optim, cfg.run.steps, system.denoiser)
         sparse = sparse_settings(system, cfg.sparse)
         ema = {k: v.clone() for k, v in trainable_state(model).items()} if cfg.ema > 0 else {}
 

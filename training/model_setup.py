@@ -64,6 +64,8 @@ def make_trainable(denoiser: PoseWanTransformer, lora: LoraConfig) -> list[nn.Pa
         if lora.train_pose_encoder:
             denoiser.pose_encoder.requires_grad_(True)
             denoiser.ref_pose_encoder.requires_grad_(True)
+            if denoiser.block_pose_proj is not None:
+                denoiser.block_pose_proj.requires_grad_(True)
     else:
         denoiser.requires_grad_(True)
     denoiser.train()
@@ -81,12 +83,30 @@ def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
     return 1.0
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig, total_steps: int = 0
-                   ) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW and its schedule (``total_steps``: the run's length, for the cosine decay)."""
+POSE_MODULES = ("pose_encoder.", "ref_pose_encoder.", "block_pose_proj.")  # what optim.pose_lr_scale speeds up
+
+
+def param_groups(params: list[nn.Parameter], cfg: OptimConfig, denoiser: nn.Module | None = None
+                 ) -> list[dict[str, Any]]:
+    """AdamW groups: the pose modules of ``denoiser`` at ``lr * pose_lr_scale`` when that is not 1, the rest at lr."""
+    if cfg.pose_lr_scale == 1.0:
+        return [{"params": params, "lr": cfg.lr}]
+    if denoiser is None:
+        raise ValueError("optim.pose_lr_scale needs the denoiser to tell its pose modules apart")
+    pose = {id(p) for name, p in denoiser.named_parameters() if name.startswith(POSE_MODULES)}
+    groups = [{"params": [p for p in params if id(p) not in pose], "lr": cfg.lr},
+              {"params": [p for p in params if id(p) in pose], "lr": cfg.lr * cfg.pose_lr_scale}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig, total_steps: int = 0,
+                   denoiser: nn.Module | None = None) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW and its schedule (``total_steps``: the run's length, for the cosine decay; ``denoiser``: whose
+    pose modules ``cfg.pose_lr_scale`` applies to)."""
     if not params:
         raise ValueError("nothing to train: the config freezes every weight")
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(params, cfg, denoiser), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, total_steps))
     return opt, sched
 
@@ -153,6 +173,11 @@ def output_path(output_dir: str, path: str) -> Path:
 
 def enable_checkpointing(denoiser: PoseWanTransformer, on: bool) -> None:
     """Gradient checkpointing of the Wan blocks (recomputed in backward; see the note in the step functions)."""
+    if on and denoiser.block_pose_proj is not None:
+        # The per-block pose maps run in forward pre-hooks that read the pose of the call in flight; a block
+        # recomputed during backward would run without it and give silently wrong gradients.
+        raise ValueError("run.gradient_checkpointing cannot be used with a model whose pose enters every block "
+                         "(config pose_blocks); set run.gradient_checkpointing: false")
     if on:
         denoiser.transformer.enable_gradient_checkpointing()
 

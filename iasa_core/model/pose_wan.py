@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from diffusers import WanTransformer3DModel
@@ -48,7 +49,8 @@ def drop_pose(features: PoseFeatures, keep_pose: torch.Tensor) -> PoseFeatures:
 
 
 class PoseWanTransformer(nn.Module):
-    """Wan2.1 I2V transformer whose patch tokens get pose features added right after patchify."""
+    """Wan2.1 I2V transformer whose patch tokens get pose features added right after patchify (and, with
+    ``config.pose_blocks``, a learnt linear map of them before every block)."""
 
     def __init__(self, config: PoseWanConfig) -> None:
         super().__init__()
@@ -57,8 +59,17 @@ class PoseWanTransformer(nn.Module):
         self.pose_encoder = PoseVideoEncoder(config.dim, config.pose_hidden)
         self.ref_pose_encoder = RefPoseEncoder(config.condition_channels, config.pose_hidden)
         self._pose_tokens: torch.Tensor | None = None
+        self._pose_sequence: torch.Tensor | None = None
         # A hook instead of a forked forward(): diffusers' forward stays the one that runs.
         self.transformer.patch_embedding.register_forward_hook(self._add_pose_tokens)
+        self.block_pose_proj: nn.ModuleList | None = None
+        if config.pose_blocks:
+            # No bias: a dropped pose (zero tokens) and no pose at all must stay the same input.
+            self.block_pose_proj = nn.ModuleList(nn.Linear(config.dim, config.dim, bias=False)
+                                                 for _ in self.transformer.blocks)
+            for i, (proj, block) in enumerate(zip(self.block_pose_proj, self.transformer.blocks, strict=True)):
+                nn.init.zeros_(proj.weight)  # zero: a model given these maps computes what it did before
+                block.register_forward_pre_hook(partial(self._add_block_pose, i))
 
     def _add_pose_tokens(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         pose = self._pose_tokens
@@ -72,13 +83,28 @@ class PoseWanTransformer(nn.Module):
             pose = pose.expand(output.shape[0], -1, -1, -1, -1)
         return output + pose.to(output.dtype)
 
+    def _add_block_pose(self, index: int, module: nn.Module, args: tuple) -> tuple | None:
+        """Block ``index``'s input hidden states (B, L, dim) plus its linear map of the pose tokens."""
+        if self._pose_tokens is None:
+            return None
+        if self._pose_sequence is None:  # (B, dim, F, h, w) -> (B, F*h*w, dim): diffusers' token order
+            self._pose_sequence = self._pose_tokens.flatten(2).transpose(1, 2)
+        hidden = args[0]
+        seq = self._pose_sequence
+        if seq.shape[0] != hidden.shape[0]:
+            seq = seq.expand(hidden.shape[0], -1, -1)
+        proj = self.block_pose_proj[index]
+        return (hidden + proj(seq.to(proj.weight.dtype)).to(hidden.dtype), *args[1:])
+
     @contextlib.contextmanager
     def _pose_added(self, pose: torch.Tensor | None):
         self._pose_tokens = pose
+        self._pose_sequence = None
         try:
             yield
         finally:
             self._pose_tokens = None
+            self._pose_sequence = None
 
     def encode_poses(self, pose_video: torch.Tensor, ref_pose: torch.Tensor | None = None) -> PoseFeatures:
         """Pose video (B, 3, T, H, W) and reference pose image (B, 3, H, W), both 0..255, to features."""

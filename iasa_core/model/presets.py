@@ -33,6 +33,9 @@ class PoseWanConfig:
     vae: dict[str, Any] = field(default_factory=lambda: dict(_WAN_VAE))
     image_encoder: dict[str, Any] | None = field(default_factory=lambda: dict(_CLIP_VIT_H))
     pose_hidden: int = 16
+    # Pose tokens also enter every block through a zero-initialised linear map each (ControlNet-style), not
+    # only once after patchify: a small DiT washes a pose added once out of its residual stream.
+    pose_blocks: bool = False
     text_len: int = 512  # diffusers' Wan I2V processor splits image/text context at 512 text tokens
 
     @property
@@ -51,13 +54,16 @@ class PoseWanConfig:
         return self.transformer["in_channels"] - self.transformer["out_channels"]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy."""
-        return copy.deepcopy(asdict(self))
+        """JSON-ready copy (without ``pose_blocks`` when off, so files stay readable by code that predates it)."""
+        out = copy.deepcopy(asdict(self))
+        if not out["pose_blocks"]:
+            del out["pose_blocks"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoseWanConfig:
         """Inverse of ``to_dict``; unknown keys are an error so typos do not pass silently."""
-        known = {"name", "transformer", "vae", "image_encoder", "pose_hidden", "text_len"}
+        known = {"name", "transformer", "vae", "image_encoder", "pose_hidden", "pose_blocks", "text_len"}
         extra = set(data) - known
         if extra:
             raise ValueError(f"model config has unknown keys {sorted(extra)}; expected {sorted(known)}")
