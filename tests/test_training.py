@@ -303,6 +303,26 @@ def test_resumed_teacher_run_continues_with_the_same_state(dataset_root, tmp_pat
         train_teacher(changed)
 
 
+def test_more_roots_join_the_clips_of_datasets_of_one_shape(dataset_root, tmp_path):
+    import json
+    import shutil
+
+    from training.data.dataset import DatasetError
+    from training.model_setup import open_dataset
+
+    one = open_dataset(str(dataset_root))
+    both = open_dataset(str(dataset_root), [str(dataset_root)])
+    assert len(both) == 2 * len(one)
+    assert torch.equal(torch.as_tensor(both[len(one)]["frames"]), torch.as_tensor(one[0]["frames"]))
+    other = tmp_path / "other"
+    shutil.copytree(dataset_root, other)
+    meta = json.loads((other / "dataset.json").read_text())
+    meta["content"]["height"] = 2 * meta["content"]["height"]
+    (other / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"data.more_roots: .*other holds clips of .*same --size"):
+        open_dataset(str(dataset_root), [str(other)])
+
+
 def test_teacher_run_trains_the_per_block_pose_maps_at_their_own_rate(dataset_root, tmp_path):
     from iasa_core.model.checkpoint import load_student, save_student
     from iasa_core.model.presets import get_preset

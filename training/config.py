@@ -43,6 +43,7 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True  # keep each clip's VAE latents, I2V condition, pose images and plan after first use
     cache_dir: str = ""  # also keep latents + condition on disk here (per VAE), for resumed and later runs
+    more_roots: list[str] = field(default_factory=list)  # further prepared datasets whose clips join root's
 
 
 @dataclass

@@ -194,7 +194,7 @@ def train_student(cfg: DistillConfig, rt: Runtime | None = None, dataset: Any = 
         out_dir = Path(cfg.run.output_dir)
         torch.manual_seed(cfg.run.seed)
         # the dataset first: a damaged shard is reported before minutes of model loading
-        dataset = dataset if dataset is not None else open_dataset(cfg.data.root)
+        dataset = dataset if dataset is not None else open_dataset(cfg.data.root, cfg.data.more_roots)
         system = load_teacher(cfg.teacher, rt.device)
         sparse = sparse_settings(system, cfg.sparse)
         share = cfg.lora.rank > 0  # LoRA: one frozen base under teacher, critic and student

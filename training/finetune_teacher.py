@@ -119,7 +119,7 @@ def train_teacher(cfg: TeacherConfig, rt: Runtime | None = None, dataset: Any = 
         out_dir = Path(cfg.run.output_dir)
         torch.manual_seed(cfg.run.seed)
         # the dataset first: a damaged shard is reported before minutes of model loading
-        dataset = dataset if dataset is not None else open_dataset(cfg.data.root)
+        dataset = dataset if dataset is not None else open_dataset(cfg.data.root, cfg.data.more_roots)
         system = load_system(cfg.model, rt.device)
         params = make_trainable(system.denoiser, cfg.lora)
         cast_frozen(system.denoiser, cfg.run.frozen_dtype)

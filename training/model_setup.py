@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +183,28 @@ def enable_checkpointing(denoiser: PoseWanTransformer, on: bool) -> None:
         denoiser.transformer.enable_gradient_checkpointing()
 
 
-def open_dataset(root: str) -> Any:
-    """The prepared dataset at ``root`` (``python -m training.prepare --out ROOT``)."""
+CLIP_SHAPE = ("height", "width", "frames", "fps")  # what every dataset of one run must agree on
+
+
+def open_dataset(root: str, more_roots: Sequence[str] = ()) -> Any:
+    """The prepared dataset at ``root`` (``python -m training.prepare --out ROOT``), followed by the clips of
+    ``more_roots`` (``data.more_roots``) when given; all must hold clips of one size, length and frame rate."""
     if not root:
         raise ValueError("data.root is empty: set it to a folder written by python -m training.prepare")
-    from .data.dataset import ClipDataset
+    from torch.utils.data import ConcatDataset
 
-    return ClipDataset(root)
+    from .data.dataset import ClipDataset, DatasetError
+
+    first = ClipDataset(root)
+    if not more_roots:
+        return first
+    parts = [first]
+    want = {k: first.info.get("content", {}).get(k) for k in CLIP_SHAPE}
+    for extra in more_roots:
+        part = ClipDataset(extra)
+        have = {k: part.info.get("content", {}).get(k) for k in CLIP_SHAPE}
+        if have != want:
+            raise DatasetError(f"data.more_roots: {extra} holds clips of {have} but data.root {root} holds {want}; "
+                               "prepare it with the same --size, --frames and --fps")
+        parts.append(part)
+    return ConcatDataset(parts)
