@@ -141,6 +141,11 @@ def test_pose_blocks_start_silent_and_then_feed_the_pose_to_each_block():
     out = posed(latents, torch.tensor([500.0]), cond, posed.encode_poses(pose_video, ref_pose))
     out.square().mean().backward()
     assert all(p.weight.grad.abs().sum() > 0 for p in posed.block_pose_proj)
+    # A block handed tokens of another length says so instead of broadcasting (not reachable through forward,
+    # whose patch-embedding check comes first; guarded for callers that run the blocks themselves).
+    dim = posed.config.dim
+    with posed._pose_added(torch.zeros(1, dim, 1, 2, 2)), pytest.raises(ValueError, match="block 1's input"):
+        posed._add_block_pose(1, posed.transformer.blocks[1], (torch.zeros(1, 5, dim),))
 
 
 def test_pose_blocks_survive_save_load_deepen_and_the_cli(tmp_path, capsys):

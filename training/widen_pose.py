@@ -71,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     before, path = rewrite_denoiser(args.model, args.out,
                                     lambda d: widen_pose_encoders(d, args.hidden, blocks=args.blocks,
                                                                   seed=args.seed))
-    hidden = before.pose_hidden if args.hidden is None else args.hidden
-    print(f"pose encoders widened from {before.pose_hidden} to {hidden} hidden channels"
-          f"{', pose maps into every block added' if args.blocks and not before.pose_blocks else ''}: {path}")
+    done = []
+    if args.hidden is not None:
+        done.append(f"pose encoders widened from {before.pose_hidden} to {args.hidden} hidden channels")
+    if args.blocks:
+        done.append("pose maps into every block added" if not before.pose_blocks else "pose maps kept")
+    print(f"{', '.join(done)}: {path}")
     return 0
 
 

@@ -91,6 +91,9 @@ class PoseWanTransformer(nn.Module):
             self._pose_sequence = self._pose_tokens.flatten(2).transpose(1, 2)
         hidden = args[0]
         seq = self._pose_sequence
+        if seq.shape[1:] != hidden.shape[1:]:
+            raise ValueError(f"pose tokens {tuple(seq.shape)} do not match block {index}'s input "
+                             f"{tuple(hidden.shape)}: the pose video must have the video's frame count and size")
         if seq.shape[0] != hidden.shape[0]:
             seq = seq.expand(hidden.shape[0], -1, -1)
         proj = self.block_pose_proj[index]

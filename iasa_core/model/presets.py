@@ -34,7 +34,8 @@ class PoseWanConfig:
     image_encoder: dict[str, Any] | None = field(default_factory=lambda: dict(_CLIP_VIT_H))
     pose_hidden: int = 16
     # Pose tokens also enter every block through a zero-initialised linear map each (ControlNet-style), not
-    # only once after patchify: a small DiT washes a pose added once out of its residual stream.
+    # only once after patchify (UniAnimate's way). Off in every shipped model; `training.widen_pose --blocks`
+    # adds it to a trained one for fine-tuning.
     pose_blocks: bool = False
     text_len: int = 512  # diffusers' Wan I2V processor splits image/text context at 512 text tokens
 
