@@ -108,10 +108,20 @@ def test_bench_vae_reports_each_latent_frame(capsys, monkeypatch):
     assert hurt["psnr_per_latent"][:2] == exact["psnr_per_latent"][:2]
     assert hurt["psnr_per_latent"][2] == pytest.approx(10 * np.log10(4 / 0.01), abs=1e-2)
     assert hurt["psnr_worst_latent"] == hurt["psnr_per_latent"][2]
+    # Inside masks: an error of 0.2 on the face pixels only is seen there and nowhere else.
+    _, masks = mod.heldout_set(1, frames=9)
+    face = masks[0]["face"]
+    assert face.shape == (9, 128, 128) and 0 < int(face.sum()) < face.numel() // 4
+    monkeypatch.setattr(mod, "decode_latents", lambda vae, z: z + 0.2 * face.float())
+    regions = mod.roundtrip_psnr(None, videos, masks=masks)
+    assert regions["psnr_face"] == pytest.approx(10 * np.log10(4 / 0.04), abs=1e-2)
+    assert regions["psnr_hands"] > 100 or not masks[0]["hands"].any()
+    with pytest.raises(ValueError, match="mask sets"):
+        mod.roundtrip_psnr(None, videos, masks=masks * 2)
     monkeypatch.undo()
     assert main(["bench", "vae", "--clips", "1", "--frames", "9", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
-    assert "per latent frame:" in out and "first frame" in out
+    assert "per latent frame:" in out and "first frame" in out and "face" in out and "hands" in out
 
 
 def test_bench_quality_cli_writes_json(tmp_path, capsys, monkeypatch):

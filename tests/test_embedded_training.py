@@ -45,9 +45,9 @@ def test_vae_loss_falls_on_a_fixed_batch(dataset_root):  # noqa: F811
     from training.train_vae import VaeTrainConfig, _windows
 
     torch.manual_seed(0)
-    x = _windows(ClipDataset(dataset_root), VaeTrainConfig(data="", out="", batch=2, crop=32),
-                 torch.Generator().manual_seed(0))
-    assert x.shape == (2, 3, 5, 32, 32) and x.min() >= -1 and x.max() <= 1
+    x, labels = _windows(ClipDataset(dataset_root), VaeTrainConfig(data="", out="", batch=2, crop=32),
+                         torch.Generator().manual_seed(0))
+    assert x.shape == (2, 3, 5, 32, 32) and x.min() >= -1 and x.max() <= 1 and labels.shape == (2, 5, 32, 32)
     vae = AutoencoderKLWan(**TINY_VAE).train()
     opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
     losses = []
@@ -225,8 +225,9 @@ def test_vae_long_windows_have_their_own_shape(dataset_root):  # noqa: F811
 
     cfg = _vae_cfg(dataset_root, "unused", batch=3, crop=32, long_window_latents=3, long_crop=16, long_batch=2)
     g = torch.Generator().manual_seed(0)
-    assert _windows(ClipDataset(dataset_root), cfg, g).shape == (3, 3, 5, 32, 32)
-    assert _windows(ClipDataset(dataset_root), cfg, g, long=True).shape == (2, 3, 9, 16, 16)
+    assert _windows(ClipDataset(dataset_root), cfg, g)[0].shape == (3, 3, 5, 32, 32)
+    x, labels = _windows(ClipDataset(dataset_root), cfg, g, long=True)
+    assert x.shape == (2, 3, 9, 16, 16) and labels.shape == (2, 9, 16, 16)
 
 
 def test_long_windows_past_the_clip_play_it_back_and_forth(dataset_root):  # noqa: F811
@@ -240,10 +241,11 @@ def test_long_windows_past_the_clip_play_it_back_and_forth(dataset_root):  # noq
     frames = ClipDataset(dataset_root)[0]["frames"].shape[0]
     latents = (2 * frames - 1 - 1) // 4 + 1
     cfg = _vae_cfg(dataset_root, "unused", long_window_latents=latents, long_crop=16, long_batch=1)
-    x = _windows(ClipDataset(dataset_root), cfg, torch.Generator().manual_seed(0), long=True)
+    x, labels = _windows(ClipDataset(dataset_root), cfg, torch.Generator().manual_seed(0), long=True)
     assert x.shape[2] == 4 * (latents - 1) + 1 > frames
     turn = frames - 1
     assert torch.equal(x[0, :, turn - 1], x[0, :, turn + 1])  # mirrored around the clip's last frame
+    assert torch.equal(labels[0, turn - 1], labels[0, turn + 1])  # the labels stay with their frames
 
 
 def test_vae_training_in_bf16_learns(dataset_root, tmp_path):  # noqa: F811
@@ -395,3 +397,21 @@ def test_warm_cache_writes_what_the_trainer_reads(dataset_root, tmp_path, capsys
         parse_shard("2")
     with pytest.raises(ValueError, match="0..N-1"):
         parse_shard("2/2")
+
+
+def test_vae_region_weights_count_face_and_hand_pixels_more(dataset_root, tmp_path):  # noqa: F811
+    from iasa_core.pose.layout import REGION_BODY, REGION_FACE, REGION_HANDS
+    from training.train_vae import pixel_weights, train_vae, weighted_mean
+
+    labels = torch.tensor([[[[0, REGION_FACE], [REGION_HANDS, REGION_BODY]]]])  # (1, 1, 2, 2)
+    assert pixel_weights(_vae_cfg(dataset_root, "unused"), labels) is None  # the plain mean by default
+    w = pixel_weights(_vae_cfg(dataset_root, "unused", face_weight=8.0, hands_weight=4.0), labels)
+    assert w.shape == (1, 1, 1, 2, 2) and w.flatten().tolist() == [1.0, 9.0, 5.0, 1.0]
+    err = torch.rand(1, 3, 1, 2, 2)
+    assert torch.allclose(weighted_mean(err, torch.ones_like(w)), err.mean())
+    expected = (err * w).sum() / (w.sum() * 3)
+    assert torch.allclose(weighted_mean(err, w), expected)
+    with pytest.raises(ValueError, match="face-weight"):
+        train_vae(_vae_cfg(dataset_root, tmp_path / "v", face_weight=-1.0))
+    out = train_vae(_vae_cfg(dataset_root, tmp_path / "w", face_weight=8.0, hands_weight=4.0, steps=2))
+    assert out.is_file()

@@ -213,6 +213,30 @@ def test_flow_objective_and_noise_levels():
     assert flow_matching_loss(noise - x0, noise, x0).item() == 0.0
 
 
+def test_region_weighted_flow_loss_favours_face_and_hand_cells():
+    from iasa_core.pose.layout import REGION_FACE, REGION_HANDS
+    from training.config import ConfigError, FlowConfig
+    from training.objectives import flow_matching_loss, latent_region_weights
+
+    labels = torch.zeros(9, 16, 16, dtype=torch.uint8)  # 9 frames -> 3 latent frames of 2x2 cells (8x8 pixels)
+    labels[0, :8, :8] = REGION_FACE                      # latent frame 0: the whole top-left cell
+    labels[6, 8:, 8:12] = REGION_HANDS                   # latent frame 2 (frames 5..8): half the cell, one frame
+    w = latent_region_weights(labels, (1, 4, 3, 2, 2), {REGION_FACE: 10.0, REGION_HANDS: 4.0})
+    assert w.shape == (1, 1, 3, 2, 2)
+    expected = torch.ones(3, 2, 2)
+    expected[0, 0, 0] = 11.0
+    expected[2, 1, 1] = 1.0 + 4.0 * 0.5  # the most of the 4 frames: a hand once counts
+    assert torch.equal(w[0, 0], expected)
+    pred, noise, x0 = torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2), torch.randn(1, 4, 3, 2, 2)
+    assert torch.allclose(flow_matching_loss(pred, noise, x0, torch.ones_like(w)), flow_matching_loss(pred, noise, x0))
+    err = (pred - (noise - x0)) ** 2
+    assert torch.allclose(flow_matching_loss(pred, noise, x0, w), (err * w).sum() / (w.expand_as(err).sum()))
+    with pytest.raises(ValueError, match="do not fit latents"):
+        latent_region_weights(labels[:8], (1, 4, 3, 2, 2), {REGION_FACE: 1.0})
+    with pytest.raises(ConfigError, match="face_weight"):
+        FlowConfig(face_weight=-1.0)
+
+
 # ---------------------------------------------------------------------- teacher fine-tune
 
 
@@ -275,6 +299,13 @@ def test_teacher_loss_falls_on_a_fixed_batch(dataset_root, tmp_path):
         opt.zero_grad()
     after = _fixed_teacher_loss(system, model, sample, cfg)
     assert after < 0.9 * before, (before, after)
+
+    from training.finetune_teacher import region_weights
+    assert region_weights(sample, sample.latents.shape, cfg) is None  # the plain objective by default
+    cfg.flow.face_weight, cfg.flow.hands_weight = 10.0, 5.0
+    w = region_weights(sample, sample.latents.shape, cfg)
+    assert w.shape == (1, 1, *sample.latents.shape[2:]) and w.min() == 1.0 and w.max() > 2.0
+    assert _fixed_teacher_loss(system, model, sample, cfg) != pytest.approx(after, rel=1e-4)  # the weights act
 
 
 def test_resumed_teacher_run_continues_with_the_same_state(dataset_root, tmp_path):

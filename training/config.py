@@ -143,6 +143,16 @@ class FlowConfig:
     # Both dropped at once: CFG's unconditional input. Independent draws above give it only
     # pose_dropout * image_dropout of the samples (0.5 %), too few to learn it on a small budget.
     uncond_dropout: float = 0.0
+    # Extra loss weight on latent cells covering the face and the hands (the clip's region labels): a cell
+    # counts 1 + weight x (its share of face or hand pixels). The face is ~5 % of a frame at 128x128, so a plain
+    # mean lets the model neglect the mouth (0: the plain Wan objective).
+    face_weight: float = 0.0
+    hands_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.face_weight < 0 or self.hands_weight < 0:
+            raise ConfigError(f"flow.face_weight and flow.hands_weight must be >= 0; got {self.face_weight!r}, "
+                              f"{self.hands_weight!r}")
 
 
 @dataclass

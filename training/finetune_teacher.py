@@ -17,6 +17,7 @@ from iasa_core.model.checkpoint import save_student
 from iasa_core.model.pose_wan import drop_condition
 from iasa_core.model.sparse_patch import sparse_attention_enabled
 from iasa_core.model.system import PoseWanSystem
+from iasa_core.pose.layout import REGION_FACE, REGION_HANDS
 
 from .batch import PosedDenoiser, SampleCache, TrainSample, prepare_sample
 from .cli import run_trainer
@@ -33,7 +34,7 @@ from .model_setup import (
     sparse_settings,
     step_sparse,
 )
-from .objectives import add_noise, flow_matching_loss, sample_sigma
+from .objectives import add_noise, flow_matching_loss, latent_region_weights, sample_sigma
 from .runtime import (
     MetricLogger,
     Runtime,
@@ -53,6 +54,14 @@ from .runtime import (
     unwrap,
     wrap_ddp,
 )
+
+
+def region_weights(sample: TrainSample, latent_shape: tuple[int, ...], cfg: TeacherConfig) -> torch.Tensor | None:
+    """The flow loss's per-cell weights from the clip's face and hand labels; None when neither is weighted."""
+    if cfg.flow.face_weight == 0 and cfg.flow.hands_weight == 0:
+        return None
+    weights = {REGION_FACE: cfg.flow.face_weight, REGION_HANDS: cfg.flow.hands_weight}
+    return latent_region_weights(sample.labels, latent_shape, weights).to(sample.latents.device)
 
 
 def teacher_loss(model: torch.nn.Module, sample: TrainSample, gen: torch.Generator, cfg: TeacherConfig,
@@ -80,7 +89,7 @@ def teacher_loss(model: torch.nn.Module, sample: TrainSample, gen: torch.Generat
     with sparse_attention_enabled(inner, sample.plan, cfg.sparse.backend), torch.set_grad_enabled(backward):
         with autocast(device, cfg.run.precision):
             pred = model(x_t, timestep, condition, sample.pose_video, sample.ref_pose, keep_pose)
-        loss = flow_matching_loss(pred, noise, x0)
+        loss = flow_matching_loss(pred, noise, x0, region_weights(sample, x0.shape, cfg))
         if backward:
             (loss * scale).backward()
     return {"loss": float(loss.detach()), "sigma": float(sigma[0]), "keep_pose": float(keep_pose[0]),

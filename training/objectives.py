@@ -22,9 +22,35 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float
     return (1 - s) * x0 + s * noise
 
 
-def flow_matching_loss(pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """MSE between the predicted flow and its target noise - x0 (Wan's training objective)."""
-    return F.mse_loss(pred.float(), (noise - x0).float())
+def flow_matching_loss(pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the predicted flow and its target noise - x0 (Wan's training objective); with ``weights``
+    (broadcastable to the latents, e.g. ``latent_region_weights``) their weighted mean, on the same scale."""
+    if weights is None:
+        return F.mse_loss(pred.float(), (noise - x0).float())
+    err = (pred.float() - (noise - x0).float()) ** 2
+    w = weights.float().expand_as(err)
+    return (err * w).sum() / w.sum()
+
+
+def latent_region_weights(labels: torch.Tensor, latent_shape: tuple[int, ...], region_weights: dict[int, float],
+                          temporal: int = 4) -> torch.Tensor:
+    """Loss weights (1, 1, F, h, w) on the latent grid from pixel region labels (T, H, W): 1 + sum over regions of
+    weight x the share of the cell's pixels in that region (the most of the video frames a latent frame covers:
+    frame 0 alone, then groups of ``temporal``)."""
+    f, h, w = latent_shape[-3:]
+    t = labels.shape[0]
+    if t != 1 + temporal * (f - 1) or labels.shape[1] % h or labels.shape[2] % w:
+        raise ValueError(f"region labels {tuple(labels.shape)} do not fit latents {tuple(latent_shape)}: "
+                         f"expected {1 + temporal * (f - 1)} frames and a size that is a multiple of {h}x{w}")
+    out = torch.ones(1, 1, f, h, w, device=labels.device)
+    for region, weight in region_weights.items():
+        if weight == 0:
+            continue
+        share = F.adaptive_avg_pool2d((labels == region).float()[:, None], (h, w))[:, 0]  # (T, h, w)
+        first, rest = share[:1], share[1:].reshape(f - 1, temporal, h, w).amax(1)
+        out = out + weight * torch.cat([first, rest])[None, None]
+    return out
 
 
 def x0_from_flow(x_t: torch.Tensor, flow: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:

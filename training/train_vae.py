@@ -24,9 +24,10 @@ import torch
 from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file, save_file
 
-from iasa_core.bench.vae import heldout_videos, roundtrip_psnr
+from iasa_core.bench.vae import heldout_set, roundtrip_psnr
 from iasa_core.model.presets import get_preset
 from iasa_core.model.vae_codec import decode_latents, encode_moments
+from iasa_core.pose.layout import REGION_FACE, REGION_HANDS
 from training.data import ClipDataset
 from training.runtime import (
     autocast,
@@ -84,6 +85,10 @@ class VaeTrainConfig:
     # With ``init``: train the decoder alone. The encoder, and so the latents every DiT was trained on, stay
     # bit-identical, so a better decoder can replace the one inside finished teacher and student files.
     decoder_only: bool = False
+    # Extra pixel-loss weight inside the face and the hands (the dataset's region labels): a pixel there counts
+    # 1 + weight times. Both are a few percent of a frame, so a plain mean spends the capacity on flat background.
+    face_weight: float = 0.0
+    hands_weight: float = 0.0
 
 
 def mirror_frames(clip: torch.Tensor, length: int) -> torch.Tensor:
@@ -100,16 +105,19 @@ def mirror_frames(clip: torch.Tensor, length: int) -> torch.Tensor:
     return clip[idx]
 
 
-def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, long: bool = False) -> torch.Tensor:
-    """A batch of random causal windows (B, 3, 1 + 4n, crop, crop) in [-1, 1] (``long``: the long-window kind)."""
+def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, long: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of random causal windows (B, 3, 1 + 4n, crop, crop) in [-1, 1] (``long``: the long-window kind)
+    and their region labels (B, 1 + 4n, crop, crop)."""
     latents, crop, batch = (cfg.long_window_latents, cfg.long_crop, cfg.long_batch) if long else \
         (cfg.window_latents, cfg.crop, cfg.batch)
     length = 4 * (latents - 1) + 1
-    out = []
+    out, regions = [], []
     for _ in range(batch):
-        clip = dataset[int(torch.randint(len(dataset), (1,), generator=g))]["frames"]
+        item = dataset[int(torch.randint(len(dataset), (1,), generator=g))]
+        clip, labels = torch.as_tensor(item["frames"]), torch.as_tensor(item["labels"])
         if clip.shape[0] < length:
-            clip = mirror_frames(torch.as_tensor(clip), length)
+            clip, labels = mirror_frames(clip, length), mirror_frames(labels, length)
         start = int(torch.randint(max(1, clip.shape[0] - length + 1), (1,), generator=g))
         h, w = clip.shape[1:3]
         size = min(crop or h, h, w) // 16 * 16
@@ -117,7 +125,23 @@ def _windows(dataset: ClipDataset, cfg: VaeTrainConfig, g: torch.Generator, *, l
         x0 = int(torch.randint(w - size + 1, (1,), generator=g))
         x = clip[start:start + length, y0:y0 + size, x0:x0 + size].permute(3, 0, 1, 2).float() / 127.5 - 1.0
         out.append(x)
-    return torch.stack(out)
+        regions.append(labels[start:start + length, y0:y0 + size, x0:x0 + size])
+    return torch.stack(out), torch.stack(regions)
+
+
+def pixel_weights(cfg: VaeTrainConfig, labels: torch.Tensor) -> torch.Tensor | None:
+    """Per-pixel loss weights (B, 1, T, H, W) from region labels (B, T, H, W); None when no region is weighted."""
+    if cfg.face_weight == 0 and cfg.hands_weight == 0:
+        return None
+    w = 1.0 + cfg.face_weight * (labels == REGION_FACE).float() + cfg.hands_weight * (labels == REGION_HANDS).float()
+    return w[:, None]
+
+
+def weighted_mean(err: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``err`` (B, C, T, H, W) under per-pixel ``weights`` (normalised, so the loss keeps its scale)."""
+    if weights is None:
+        return err.mean()
+    return (err * weights).sum() / (weights.sum() * err.shape[1])
 
 
 def is_long_step(cfg: VaeTrainConfig, step: int) -> bool:
@@ -189,6 +213,8 @@ def load_vae(path: str | Path) -> tuple[AutoencoderKLWan, dict[str, Any]]:
 
 def train_vae(cfg: VaeTrainConfig) -> Path:
     """Run the training (resuming from the newest checkpoint in ``cfg.out``); returns ``vae.safetensors``."""
+    if cfg.face_weight < 0 or cfg.hands_weight < 0:
+        raise ValueError(f"--face-weight and --hands-weight must be >= 0; got {cfg.face_weight}, {cfg.hands_weight}")
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -227,12 +253,13 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
         sched.last_epoch = start
         print(f"resuming from {resume} (step {start})", flush=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    eval_clips = heldout_videos(cfg.eval_clips, seed=cfg.eval_seed) if cfg.eval_clips > 0 else []
+    eval_clips, eval_masks = heldout_set(cfg.eval_clips, seed=cfg.eval_seed) if cfg.eval_clips > 0 else ([], [])
     log = (out / "metrics.jsonl").open("a")
     t0 = time.perf_counter()
     for step in range(start + 1, cfg.steps + 1):
         g = sample_generator(cfg.seed, step)  # a function of the step alone: a resumed run draws the same batches
-        x = _windows(dataset, cfg, g, long=is_long_step(cfg, step))
+        x, labels = _windows(dataset, cfg, g, long=is_long_step(cfg, step))
+        weights = pixel_weights(cfg, labels)
         with autocast(torch.device("cpu"), precision), torch.set_grad_enabled(not cfg.decoder_only):
             moments = encode_moments(vae, x).float()
         with autocast(torch.device("cpu"), precision):
@@ -242,8 +269,9 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
             # start of training drowns the tiny encoder's signal (the decoder then learns to ignore z and stalls).
             z = mean + cfg.sample_noise * torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g)
             rec = decode_latents(vae, z, clamp=False).float()
-        l1 = (rec - x).abs().mean()
-        mse = ((rec - x) ** 2).mean()
+        sq = (rec - x) ** 2
+        l1 = weighted_mean((rec - x).abs(), weights)
+        mse = weighted_mean(sq, weights)
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).mean()
         loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -253,13 +281,13 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
         sched.step()
         row: dict[str, Any] = {}
         if step % cfg.log_every == 0 or step == cfg.steps:
-            psnr = float(10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10)))
+            psnr = float(10 * torch.log10(4.0 / sq.detach().mean().clamp_min(1e-10)))  # unweighted
             row = {"step": step, "loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr,
                    "kl": float(kl.detach()), "lr": sched.get_last_lr()[0], "long": is_long_step(cfg, step),
                    "seconds": round(time.perf_counter() - t0, 1)}
         if eval_clips and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
             vae.eval()
-            held = roundtrip_psnr(vae, eval_clips, precision=precision)
+            held = roundtrip_psnr(vae, eval_clips, precision=precision, masks=eval_masks)
             vae.train()
             row = {**(row or {"step": step}), **{f"eval_{k}": v for k, v in held.items()}}
         if row:

@@ -18,34 +18,59 @@ from ..model.vae_codec import decode_latents, encode_moments
 from .quality import HELDOUT_SEED, heldout_clips
 
 
-def heldout_videos(count: int, frames: int = 81, size: int = 128, seed: int = HELDOUT_SEED) -> list[torch.Tensor]:
-    """Exact frames of ``count`` held-out synthetic-world clips as (1, 3, frames, size, size) in [-1, 1]."""
+def heldout_set(count: int, frames: int = 81, size: int = 128, seed: int = HELDOUT_SEED
+                ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Exact frames of ``count`` held-out synthetic-world clips as (1, 3, frames, size, size) in [-1, 1], and
+    each clip's face and hand masks (frames, size, size) bool, as ``bench quality`` draws them."""
+    from .metrics import region_masks
+
     if (frames - 1) % 4:
         raise ValueError(f"frames must be 4n+1 (the VAE's temporal grid); got {frames}")
     clips = heldout_clips(count, (frames + 2) / 25.0, size=size, seed=seed)
-    return [torch.from_numpy(c.frames[:frames]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0 for c in clips]
+    videos = [torch.from_numpy(c.frames[:frames]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0 for c in clips]
+    masks = [{k: torch.from_numpy(v) for k, v in region_masks(c.poses.keypoints[:frames], size, size).items()}
+             for c in clips]
+    return videos, masks
+
+
+def heldout_videos(count: int, frames: int = 81, size: int = 128, seed: int = HELDOUT_SEED) -> list[torch.Tensor]:
+    """Exact frames of ``count`` held-out synthetic-world clips as (1, 3, frames, size, size) in [-1, 1]."""
+    return heldout_set(count, frames, size, seed)[0]
 
 
 def _db(mse: torch.Tensor) -> float:
     return round(float(10 * torch.log10(4.0 / mse.mean().clamp_min(1e-12))), 3)
 
 
-def roundtrip_psnr(vae: Any, videos: list[torch.Tensor], *, precision: str = "fp32") -> dict[str, Any]:
-    """PSNR (dB, pixels in [-1, 1]) of encode (posterior mode) -> decode: overall, per latent frame, first, worst."""
+def roundtrip_psnr(vae: Any, videos: list[torch.Tensor], *, precision: str = "fp32",
+                   masks: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """PSNR (dB, pixels in [-1, 1]) of encode (posterior mode) -> decode: overall, per latent frame, first, worst,
+    and with ``masks`` (one dict of (T, H, W) bool masks per video, e.g. ``heldout_set``'s) inside each mask."""
     if not videos:
         raise ValueError("roundtrip_psnr needs at least one video")
+    if masks is not None and len(masks) != len(videos):
+        raise ValueError(f"roundtrip_psnr: {len(masks)} mask sets for {len(videos)} videos")
     cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     total = None
+    region_sums: dict[str, list[float]] = {}  # name -> [squared error, pixel count]
     with torch.no_grad(), cast:
-        for x in videos:
+        for i, x in enumerate(videos):
             rec = decode_latents(vae, encode_moments(vae, x).chunk(2, dim=1)[0]).float()
-            err = ((rec - x) ** 2).mean(dim=(0, 1, 3, 4))  # per video frame
+            sq = ((rec - x) ** 2).mean(dim=1)[0]  # (T, H, W), averaged over colour
+            err = sq.mean(dim=(1, 2))  # per video frame
             total = err if total is None else total + err
+            for name, mask in (masks[i] if masks is not None else {}).items():
+                acc = region_sums.setdefault(name, [0.0, 0.0])
+                acc[0] += float(sq[mask].sum())
+                acc[1] += float(mask.sum())
     per_frame = total / len(videos)
     groups = [per_frame[:1]] + [per_frame[1 + 4 * i: 5 + 4 * i] for i in range((len(per_frame) - 1) // 4)]
     per_latent = [_db(g) for g in groups]
-    return {"psnr": _db(per_frame), "psnr_first": per_latent[0], "psnr_per_latent": per_latent,
-            "psnr_worst_latent": min(per_latent)}
+    out = {"psnr": _db(per_frame), "psnr_first": per_latent[0], "psnr_per_latent": per_latent,
+           "psnr_worst_latent": min(per_latent)}
+    for name, (err_sum, count) in region_sums.items():
+        out[f"psnr_{name}"] = _db(torch.tensor(err_sum / count)) if count else float("nan")
+    return out
 
 
 def bench_vae(model: str = "embedded", clips: int = 4, frames: int = 81, *, precision: str = "fp32",
@@ -54,12 +79,13 @@ def bench_vae(model: str = "embedded", clips: int = 4, frames: int = 81, *, prec
     from ..model.loading import load_model
 
     system = load_model(model)
-    videos = heldout_videos(clips, frames)
+    videos, masks = heldout_set(clips, frames)
     t0 = time.perf_counter()
-    result = roundtrip_psnr(system.vae, videos, precision=precision)
+    result = roundtrip_psnr(system.vae, videos, precision=precision, masks=masks)
     seconds = time.perf_counter() - t0
     log(f"VAE of {system.source}: {clips} held-out clips x {frames} frames, {precision}: PSNR {result['psnr']:.2f} dB,"
-        f" first frame {result['psnr_first']:.2f} dB, worst latent frame {result['psnr_worst_latent']:.2f} dB "
+        f" first frame {result['psnr_first']:.2f} dB, worst latent frame {result['psnr_worst_latent']:.2f} dB, "
+        f"face {result['psnr_face']:.2f} dB, hands {result['psnr_hands']:.2f} dB "
         f"({seconds:.1f} s)")
     log("per latent frame: " + " ".join(f"{v:.1f}" for v in result["psnr_per_latent"]))
     return {"model": model, "source": system.source, "clips": clips, "frames": frames, "precision": precision,
