@@ -148,6 +148,12 @@ class IASARenderPoses:
                     "default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Draw points with at least this confidence; a limb needs both ends."}),
             },
+            "optional": {
+                "mouth": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Draw the mouth's opening as a patch whose brightness grows as the mouth opens "
+                               "(what the embedded models read since they lip-sync)."}),
+            },
         }
 
     RETURN_TYPES = ("IMAGE",)
@@ -158,7 +164,7 @@ class IASARenderPoses:
     DESCRIPTION = ("Draws poses as OpenPose/DWPose-style skeleton images (body, hands, optional face), the "
                    "pictures IASA's pose encoder sees.")
 
-    def render(self, poses, width=0, height=0, hands=True, face=False, bgr=False, min_score=0.3):
+    def render(self, poses, width=0, height=0, hands=True, face=False, bgr=False, min_score=0.3, mouth=False):
         import torch
 
         from iasa_core import validate
@@ -168,7 +174,8 @@ class IASARenderPoses:
         min_score = validate.finite(min_score, "min_score", low=0.0)
         seq = sequence_from_pose_keypoint(poses, name="poses")
         h, w = render_size(seq, width, height)
-        style = RenderStyle(hands=bool(hands), face=bool(face), bgr=bool(bgr), min_score=float(min_score))
+        style = RenderStyle(hands=bool(hands), face=bool(face), mouth=bool(mouth), bgr=bool(bgr),
+                            min_score=float(min_score))
         progress = bridge.progress_callback(len(seq))
 
         def step(done, total):

@@ -288,3 +288,6 @@ def test_pose_style_follows_the_model_schedule():
     assert system.pose_style() == RenderStyle(bgr=True, face=True)
     assert system.pose_style(bgr=False) == RenderStyle(bgr=False, face=True)  # a caller may override the colours
     assert system.pose_render_settings() == {"pose_bgr": True, "pose_face": True}
+    system.schedule = dict(system.schedule, pose_mouth=True)
+    assert system.pose_style() == RenderStyle(bgr=True, face=True, mouth=True)
+    assert system.pose_render_settings() == {"pose_bgr": True, "pose_face": True, "pose_mouth": True}

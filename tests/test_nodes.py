@@ -360,6 +360,9 @@ def test_render_poses_equals_the_library(nodes):
     want = render_poses(seq, style=RenderStyle(hands=True, face=True, bgr=True, min_score=0.3))
     assert img.shape == (5, H, W, 3) and img.dtype == torch.float32
     assert torch.equal(img, torch.from_numpy(want).float() / 255.0)
+    (mouth,) = run(cls, poses=poses, width=0, height=0, hands=True, face=True, bgr=True, min_score=0.3, mouth=True)
+    want = render_poses(seq, style=RenderStyle(hands=True, face=True, mouth=True, bgr=True, min_score=0.3))
+    assert torch.equal(mouth, torch.from_numpy(want).float() / 255.0) and not torch.equal(mouth, img)
     (big,) = run(cls, poses=poses, width=96, height=0, hands=False, face=False, bgr=False, min_score=0.3)
     assert big.shape == (5, 128, 96, 3) and 0.0 <= float(big.min()) and float(big.max()) <= 1.0
 

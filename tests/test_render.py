@@ -18,7 +18,11 @@ from iasa_core.pose.render import (
     HAND_EDGE_COLORS,
     HAND_EDGES,
     HAND_POINT_COLOR,
+    MOUTH_CLOSED_COLOR,
+    MOUTH_FULL_OPEN,
+    MOUTH_OPEN_COLOR,
     RenderStyle,
+    mouth_opening,
     render_pose_frame,
     render_poses,
     render_poses_tensor,
@@ -107,6 +111,40 @@ def test_face_dots_only_with_face():
     assert not img[60:].any()
 
 
+def _mouth_points(gap: float) -> dict:
+    """Lips of a 20 px wide mouth centred at (50, 50) whose inner lips are ``gap`` px apart."""
+    pts = {}
+    outer = [(40, 50), (44, 47), (47, 46), (50, 47), (53, 46), (56, 47), (60, 50), (56, 54), (53, 55), (50, 55),
+             (47, 55), (44, 54)]
+    for i, (x, y) in zip(L.OUTER_LIPS, outer, strict=True):
+        pts[i] = (float(x), float(y), 1.0)
+    inner = [(42, 50), (46, 50 - gap / 2), (50, 50 - gap / 2), (54, 50 - gap / 2), (58, 50), (54, 50 + gap / 2),
+             (50, 50 + gap / 2), (46, 50 + gap / 2)]
+    for i, (x, y) in zip(L.INNER_LIPS, inner, strict=True):
+        pts[i] = (float(x), float(y), 1.0)
+    return pts
+
+
+def test_mouth_patch_brightens_as_the_mouth_opens():
+    # inner corners 16 px apart: opening = gap / 16
+    closed, half, wide = (_kp(_mouth_points(g)) for g in (0.0, 0.5 * MOUTH_FULL_OPEN * 16, 16.0))
+    assert mouth_opening(closed) == 0.0 and mouth_opening(wide) == pytest.approx(1.0)
+    assert mouth_opening(half) == pytest.approx(0.5 * MOUTH_FULL_OPEN)
+    style = RenderStyle(body=False, hands=False, mouth=True)
+    assert tuple(render_pose_frame(closed, 100, 100, style)[50, 50]) == MOUTH_CLOSED_COLOR
+    assert tuple(render_pose_frame(wide, 100, 100, style)[50, 50]) == MOUTH_OPEN_COLOR
+    mid = render_pose_frame(half, 100, 100, style)[50, 50].astype(int)
+    expected = [round(a + 0.5 * (b - a)) for a, b in zip(MOUTH_CLOSED_COLOR, MOUTH_OPEN_COLOR, strict=True)]
+    assert np.abs(mid - expected).max() <= 1  # half way (up to rounding)
+    img = render_pose_frame(wide, 100, 100, style)
+    ys, xs = np.nonzero(img.any(-1))
+    assert 40 <= xs.min() <= 42 and 58 <= xs.max() <= 60 and 46 <= ys.min() <= 47 and 54 <= ys.max() <= 55  # the lips
+    assert not render_pose_frame(wide, 100, 100, RenderStyle(body=False, hands=False)).any()  # off by default
+    hidden = wide.copy()
+    hidden[L.INNER_LIPS[2], 2] = 0.0
+    assert not render_pose_frame(hidden, 100, 100, style).any()  # a lip point missing: no patch
+
+
 def test_canvas_scaling_puts_the_joint_at_twice_the_coordinates():
     kp = _kp({L.NOSE: (50.0, 60.0, 1.0)})
     img = render_pose_frame(kp, 512, 512, src_size=(256, 256))
@@ -163,11 +201,12 @@ def test_cli_writes_mp4_and_pngs(tmp_path, capsys):
     assert "7 pose frames at 64x48 (BGR)" in capsys.readouterr().out
 
     folder = tmp_path / "pngs"
-    assert _run(["render-poses", str(poses), "--out", str(folder), "--face", "--no-hands",
+    assert _run(["render-poses", str(poses), "--out", str(folder), "--face", "--mouth", "--no-hands",
                  "--min-score", "0.5"]) == 0
     files = sorted(folder.glob("*.png"))
     assert len(files) == 7 and files[0].name == "frame_00000.png"
-    want = render_poses(PoseSequence.load_json(poses), style=RenderStyle(face=True, hands=False, min_score=0.5))
+    want = render_poses(PoseSequence.load_json(poses),
+                        style=RenderStyle(face=True, mouth=True, hands=False, min_score=0.5))
     assert np.array_equal(np.asarray(Image.open(files[3])), want[3])
 
 

@@ -250,7 +250,8 @@ def test_finetune_teacher_cli_runs_logs_and_exports(dataset_root, tmp_path):
     out = tmp_path / "run"
     code = finetune_teacher.main(["--config", str(cfg_path), "--set", f"run.output_dir={out}", "--set", "run.steps=3",
                                   "--set", "run.log_every=1", "--set", "run.gradient_checkpointing=true",
-                                  "--set", "model.pose_face=true"])
+                                  "--set", "model.pose_face=true", "--set", "model.pose_mouth=true",
+                                  "--set", "flow.face_weight=4"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["train/loss"]) for r in rows)
@@ -259,6 +260,7 @@ def test_finetune_teacher_cli_runs_logs_and_exports(dataset_root, tmp_path):
     system = load_model(str(out / "teacher.safetensors"))
     assert system.schedule["kind"] == "teacher" and system.sparse["block_size"] == 16
     assert system.schedule["pose_face"] is True and system.pose_style().face  # trained with face points: drawn
+    assert system.schedule["pose_mouth"] is True and system.pose_style().mouth
     assert (out / "teacher_lora.safetensors").is_file()
 
     bad = tmp_path / "bad.yaml"

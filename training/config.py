@@ -32,6 +32,8 @@ class ModelSpec:
     # Draw the face landmarks into the pose images (the mouth's shape reaches the model only this way); None:
     # as the model file says. Stored in the exported model, so inference draws them too.
     pose_face: bool | None = None
+    # Draw the mouth's opening as a patch of graded brightness (``RenderStyle.mouth``); None: as the model says.
+    pose_mouth: bool | None = None
 
 
 @dataclass

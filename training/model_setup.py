@@ -33,8 +33,9 @@ def load_system(spec: ModelSpec, device: torch.device) -> PoseWanSystem:
     system = load_model(spec.spec, search_dirs=spec.search_dirs, allow_download=spec.allow_download,
                         pose_weights=spec.pose_weights, vae=spec.vae, image_encoder=spec.image_encoder,
                         prompt_embeds=prompt, loras=[(p, float(s)) for p, s in spec.loras], seed=spec.seed)
-    if spec.pose_face is not None:
-        system.schedule = dict(system.schedule, pose_face=bool(spec.pose_face))
+    for key in ("pose_face", "pose_mouth"):
+        if getattr(spec, key) is not None:
+            system.schedule = dict(system.schedule, **{key: bool(getattr(spec, key))})
     system.to(device, torch.float32)
     return system.eval()
 

@@ -24,7 +24,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_SCHEDULE = {"kind": "student", "timesteps": [1000, 750, 500, 250], "shift": 5.0}
 # Settings of how the model's pose images are drawn, stored with its schedule: a model must be run on pose images
 # drawn the way it was trained on (UniAnimate's weights: R/B swapped, no face; the embedded models: see the README).
-POSE_RENDER_KEYS = ("pose_bgr", "pose_face")
+POSE_RENDER_KEYS = ("pose_bgr", "pose_face", "pose_mouth")
 DEFAULT_SPARSE = {"top_k": 2, "block_size": 128, "mode": "exact", "regions": list(ALL_REGIONS), "local": True,
                   "sink_first": False, "causal": True}
 
@@ -65,9 +65,11 @@ class PoseWanSystem:
         return system
 
     def pose_style(self, bgr: bool | None = None) -> RenderStyle:
-        """How this model's pose images are drawn (its schedule's ``pose_bgr`` / ``pose_face``); ``bgr`` overrides."""
+        """How this model's pose images are drawn (its schedule's ``pose_bgr`` / ``pose_face`` / ``pose_mouth``);
+        ``bgr`` overrides."""
         return RenderStyle(bgr=bool(self.schedule.get("pose_bgr", False)) if bgr is None else bool(bgr),
-                           face=bool(self.schedule.get("pose_face", False)))
+                           face=bool(self.schedule.get("pose_face", False)),
+                           mouth=bool(self.schedule.get("pose_mouth", False)))
 
     def pose_render_settings(self) -> dict[str, bool]:
         """The schedule's pose-drawing keys, for a model trained from this one to store."""

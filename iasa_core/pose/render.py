@@ -9,7 +9,11 @@ images, which UniAnimate-DiT's pose encoder was trained on; the drawing code her
   ``point_radius`` in full colour;
 * hands (left, then right): 20 edges, 2 px wide at 512, coloured around the HSV hue wheel
   (edge i has hue i/20), then the 21 joints as blue discs;
-* face (off by default; UniAnimate's pose images have none): 68 white dots.
+* face (off by default; UniAnimate's pose images have none): 68 white dots;
+* mouth (off by default; our own addition): a filled ellipse over the outer lips whose colour runs from
+  ``MOUTH_CLOSED_COLOR`` to ``MOUTH_OPEN_COLOR`` with the mouth's opening (inner-lip gap over mouth width,
+  full at ``MOUTH_FULL_OPEN``). At 128 px the lips span ~6 px and open by 0-3 px, so their dots merge into
+  one blob whatever the mouth does; a brightness is read at any size.
 
 Sizes scale with the short side of the output canvas (the values below are for 512 px). A point
 is drawn when its score is at least ``min_score`` (and positive); a limb or edge needs both ends.
@@ -61,6 +65,9 @@ def _hue_color(h: float) -> tuple[int, int, int]:
 HAND_EDGE_COLORS = tuple(_hue_color(i / len(HAND_EDGES)) for i in range(len(HAND_EDGES)))
 HAND_POINT_COLOR = (0, 0, 255)
 FACE_POINT_COLOR = (255, 255, 255)
+MOUTH_CLOSED_COLOR = (0, 64, 32)
+MOUTH_OPEN_COLOR = (0, 255, 128)
+MOUTH_FULL_OPEN = 0.4  # inner-lip gap / mouth width at which the patch is fully bright
 
 # Sizes at a 512 px short side.
 _REF_SIDE = 512.0
@@ -79,6 +86,7 @@ class RenderStyle:
     body: bool = True
     hands: bool = True
     face: bool = False
+    mouth: bool = False
     min_score: float = 0.3         # points below are not drawn, limbs need both ends
     bgr: bool = False              # swap R and B (UniAnimate-trained weights expect this)
     stick_width: float | None = None   # body limb half width; None: 4 px at a 512 px short side
@@ -250,6 +258,35 @@ def _draw(img: np.ndarray, kp: np.ndarray, style: RenderStyle, sizes) -> None:
     if style.face:
         idx = np.asarray(L.FACE)
         _discs(img, kp[idx, :2][ok[idx]], face_r, FACE_POINT_COLOR)
+    if style.mouth:
+        _mouth(img, kp, ok, face_r)
+
+
+def mouth_opening(kp: np.ndarray) -> float:
+    """How open the mouth is: the inner lips' mean vertical gap over the mouth's width (0 closed)."""
+    inner = kp[np.asarray(L.INNER_LIPS), :2]
+    width = float(np.hypot(*(inner[4] - inner[0])))
+    gap = float(np.mean(inner[5:8, 1] - inner[1:4][::-1, 1]))  # 88-90 below 86-84, point for point
+    return max(gap, 0.0) / max(width, 1e-6)
+
+
+def _mouth(img: np.ndarray, kp: np.ndarray, ok: np.ndarray, min_half: float) -> None:
+    """The mouth patch (see the module docstring); needs every lip point."""
+    idx = np.asarray(L.OUTER_LIPS + L.INNER_LIPS)
+    if not ok[idx].all():
+        return
+    outer = kp[np.asarray(L.OUTER_LIPS), :2]
+    lo, hi = outer.min(0), outer.max(0)
+    t = min(mouth_opening(kp) / MOUTH_FULL_OPEN, 1.0)
+    color = tuple(int(round(c0 + t * (c1 - c0))) for c0, c1 in zip(MOUTH_CLOSED_COLOR, MOUTH_OPEN_COLOR, strict=True))
+    cx, cy = (lo + hi) / 2
+    ax, ay = max((hi[0] - lo[0]) / 2, min_half), max((hi[1] - lo[1]) / 2, min_half)
+    win = _window(img, cx, cy, ax, ay)
+    if win is None:
+        return
+    x0, y0, xs, ys = win
+    mask = (xs * xs / (ax * ax))[None, :] + (ys * ys / (ay * ay))[:, None] <= 1.0
+    img[y0:y0 + len(ys), x0:x0 + len(xs)][mask] = color
 
 
 def _scaled(kp: np.ndarray, src_size, height: int, width: int) -> np.ndarray:

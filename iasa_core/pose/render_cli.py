@@ -18,6 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--size", help="image size HxW, e.g. 512x512 (default: the poses' canvas)")
     p.add_argument("--fps", type=float, help="video frame rate (default: the poses' fps)")
     p.add_argument("--face", action="store_true", help="draw the 68 face points (UniAnimate's images have none)")
+    p.add_argument("--mouth", action="store_true",
+                   help="draw the mouth's opening as a patch that brightens as the mouth opens")
     p.add_argument("--no-hands", action="store_true", help="leave the hands out")
     p.add_argument("--bgr", action="store_true",
                    help="swap red and blue, as the images UniAnimate-trained weights were trained on")
@@ -58,7 +60,8 @@ def run(args) -> int:
     if args.fps is None:
         validate.fps(seq.fps, f"the fps stored in {args.poses} (or give --fps)")
     h, w = size or (seq.height, seq.width)
-    style = RenderStyle(hands=not args.no_hands, face=args.face, min_score=args.min_score, bgr=args.bgr)
+    style = RenderStyle(hands=not args.no_hands, face=args.face, mouth=args.mouth, min_score=args.min_score,
+                        bgr=args.bgr)
     frames = render_poses(seq, h, w, style)
     fps = args.fps if args.fps is not None else seq.fps
 
