@@ -30,7 +30,7 @@ CONTRACT = {
     "IASAMotion": (["audio", "method", "fps", "seed", "seconds"],
                    ["reference_image", "reference_pose", "emage_model", "smplx_model"], ("POSE_KEYPOINT",), ("poses",)),
     "IASADWPose": (["image", "choose", "device", "fps"], [], ("POSE_KEYPOINT",), ("poses",)),
-    "IASARenderPoses": (["poses", "width", "height", "hands", "face", "bgr", "min_score"], [], ("IMAGE",),
+    "IASARenderPoses": (["poses", "width", "height", "hands", "face", "bgr", "min_score"], ["mouth"], ("IMAGE",),
                         ("images",)),
     "IASASparsePlan": (["poses", "width", "height", "frames", "top_k", "block_size", "mode"], [],
                        ("IASA_PLAN", "IMAGE", "FLOAT"), ("plan", "preview", "density")),
