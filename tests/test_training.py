@@ -235,6 +235,16 @@ def test_region_weighted_flow_loss_favours_face_and_hand_cells():
         latent_region_weights(labels[:8], (1, 4, 3, 2, 2), {REGION_FACE: 1.0})
     with pytest.raises(ConfigError, match="face_weight"):
         FlowConfig(face_weight=-1.0)
+    with pytest.raises(ConfigError, match="mouth_weight"):
+        FlowConfig(mouth_weight=-1.0)
+    # extra pixel masks (the lips' boxes) add their share the same way
+    from training.objectives import box_masks
+    boxes = box_masks(np.array([[0, 0, 4, 8]] * 9), 16, 16)  # x 0..3, y 0..7 of every frame
+    assert boxes.shape == (9, 16, 16) and int(boxes[0].sum()) == 32 and bool(boxes[3, 7, 3]) and not boxes[3, 8, 3]
+    w2 = latent_region_weights(torch.zeros_like(labels), (1, 4, 3, 2, 2), {}, masks=[(boxes, 8.0)])
+    assert torch.equal(w2[0, 0, :, 0, 0], torch.full((3,), 1.0 + 8.0 * 0.5)) and float(w2[0, 0, :, 1, 1].max()) == 1.0
+    with pytest.raises(ValueError, match="does not match the labels"):
+        latent_region_weights(labels, (1, 4, 3, 2, 2), {}, masks=[(boxes[:, :8], 1.0)])
 
 
 # ---------------------------------------------------------------------- teacher fine-tune
@@ -308,6 +318,8 @@ def test_teacher_loss_falls_on_a_fixed_batch(dataset_root, tmp_path):
     w = region_weights(sample, sample.latents.shape, cfg)
     assert w.shape == (1, 1, *sample.latents.shape[2:]) and w.min() == 1.0 and w.max() > 2.0
     assert _fixed_teacher_loss(system, model, sample, cfg) != pytest.approx(after, rel=1e-4)  # the weights act
+    cfg.flow.mouth_weight = 20.0
+    assert float(region_weights(sample, sample.latents.shape, cfg).max()) > float(w.max())
 
 
 def test_resumed_teacher_run_continues_with_the_same_state(dataset_root, tmp_path):

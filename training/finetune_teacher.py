@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from iasa_core.bench.metrics import mouth_boxes
 from iasa_core.model.checkpoint import save_student
 from iasa_core.model.pose_wan import drop_condition
 from iasa_core.model.sparse_patch import sparse_attention_enabled
@@ -34,7 +35,7 @@ from .model_setup import (
     sparse_settings,
     step_sparse,
 )
-from .objectives import add_noise, flow_matching_loss, latent_region_weights, sample_sigma
+from .objectives import add_noise, box_masks, flow_matching_loss, latent_region_weights, sample_sigma
 from .runtime import (
     MetricLogger,
     Runtime,
@@ -57,11 +58,17 @@ from .runtime import (
 
 
 def region_weights(sample: TrainSample, latent_shape: tuple[int, ...], cfg: TeacherConfig) -> torch.Tensor | None:
-    """The flow loss's per-cell weights from the clip's face and hand labels; None when neither is weighted."""
-    if cfg.flow.face_weight == 0 and cfg.flow.hands_weight == 0:
+    """The flow loss's per-cell weights from the clip's face and hand labels and lip boxes; None when none is
+    weighted."""
+    flow = cfg.flow
+    if flow.face_weight == 0 and flow.hands_weight == 0 and flow.mouth_weight == 0:
         return None
-    weights = {REGION_FACE: cfg.flow.face_weight, REGION_HANDS: cfg.flow.hands_weight}
-    return latent_region_weights(sample.labels, latent_shape, weights).to(sample.latents.device)
+    weights = {REGION_FACE: flow.face_weight, REGION_HANDS: flow.hands_weight}
+    masks = []
+    if flow.mouth_weight:
+        t, h, w = sample.labels.shape
+        masks.append((box_masks(mouth_boxes(sample.keypoints.cpu().numpy(), h, w), h, w), flow.mouth_weight))
+    return latent_region_weights(sample.labels, latent_shape, weights, masks=masks).to(sample.latents.device)
 
 
 def teacher_loss(model: torch.nn.Module, sample: TrainSample, gen: torch.Generator, cfg: TeacherConfig,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -34,23 +35,34 @@ def flow_matching_loss(pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor
 
 
 def latent_region_weights(labels: torch.Tensor, latent_shape: tuple[int, ...], region_weights: dict[int, float],
-                          temporal: int = 4) -> torch.Tensor:
+                          temporal: int = 4, masks: list[tuple[torch.Tensor, float]] = ()) -> torch.Tensor:
     """Loss weights (1, 1, F, h, w) on the latent grid from pixel region labels (T, H, W): 1 + sum over regions of
     weight x the share of the cell's pixels in that region (the most of the video frames a latent frame covers:
-    frame 0 alone, then groups of ``temporal``)."""
+    frame 0 alone, then groups of ``temporal``). ``masks``: more (T, H, W) bool pixel masks with their weights."""
     f, h, w = latent_shape[-3:]
     t = labels.shape[0]
     if t != 1 + temporal * (f - 1) or labels.shape[1] % h or labels.shape[2] % w:
         raise ValueError(f"region labels {tuple(labels.shape)} do not fit latents {tuple(latent_shape)}: "
                          f"expected {1 + temporal * (f - 1)} frames and a size that is a multiple of {h}x{w}")
     out = torch.ones(1, 1, f, h, w, device=labels.device)
-    for region, weight in region_weights.items():
+    pixel_masks = [(labels == region, weight) for region, weight in region_weights.items()] + list(masks)
+    for mask, weight in pixel_masks:
         if weight == 0:
             continue
-        share = F.adaptive_avg_pool2d((labels == region).float()[:, None], (h, w))[:, 0]  # (T, h, w)
+        if mask.shape != labels.shape:
+            raise ValueError(f"a loss mask of shape {tuple(mask.shape)} does not match the labels {tuple(labels.shape)}")
+        share = F.adaptive_avg_pool2d(mask.float()[:, None], (h, w))[:, 0]  # (T, h, w)
         first, rest = share[:1], share[1:].reshape(f - 1, temporal, h, w).amax(1)
-        out = out + weight * torch.cat([first, rest])[None, None]
+        out = out + weight * torch.cat([first, rest]).to(out.device)[None, None]
     return out
+
+
+def box_masks(boxes: torch.Tensor | np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(T, H, W) bool masks of per-frame pixel boxes (T, 4) x0, y0, x1, y1 (x1, y1 exclusive)."""
+    b = torch.as_tensor(np.asarray(boxes), dtype=torch.long)
+    ys, xs = torch.arange(height)[None, :, None], torch.arange(width)[None, None, :]
+    return ((ys >= b[:, 1, None, None]) & (ys < b[:, 3, None, None])
+            & (xs >= b[:, 0, None, None]) & (xs < b[:, 2, None, None]))
 
 
 def x0_from_flow(x_t: torch.Tensor, flow: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
