@@ -122,6 +122,19 @@ def test_bench_vae_reports_each_latent_frame(capsys, monkeypatch):
     assert main(["bench", "vae", "--clips", "1", "--frames", "9", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
     assert "per latent frame:" in out and "first frame" in out and "face" in out and "hands" in out
+    assert "shrunk 4x" in out and "shrunk 8x" in out
+
+
+def test_thumbnail_reference_keeps_what_a_smaller_picture_keeps():
+    import iasa_core.bench.vae as mod
+
+    flat = torch.full((1, 3, 5, 32, 32), 0.25)
+    assert torch.allclose(mod.thumbnail(flat, 8), flat, atol=1e-6)  # a flat picture survives any shrinking
+    ramp = torch.linspace(-1, 1, 32).view(1, 1, 1, 1, 32).expand(1, 3, 5, 32, 32)
+    assert mod.thumbnail(ramp, 4).shape == ramp.shape and (mod.thumbnail(ramp, 4) - ramp).abs().max() < 0.1
+    videos, masks = mod.heldout_set(1, frames=5)
+    fine, coarse = (mod.reconstruction_psnr(lambda x, f=f: mod.thumbnail(x, f), videos, masks) for f in (2, 8))
+    assert 20 < coarse["psnr"] < fine["psnr"] < 60 and coarse["psnr_face"] < fine["psnr_face"]
 
 
 def test_bench_quality_cli_writes_json(tmp_path, capsys, monkeypatch):

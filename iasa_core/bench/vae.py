@@ -42,20 +42,19 @@ def _db(mse: torch.Tensor) -> float:
     return round(float(10 * torch.log10(4.0 / mse.mean().clamp_min(1e-12))), 3)
 
 
-def roundtrip_psnr(vae: Any, videos: list[torch.Tensor], *, precision: str = "fp32",
-                   masks: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
-    """PSNR (dB, pixels in [-1, 1]) of encode (posterior mode) -> decode: overall, per latent frame, first, worst,
-    and with ``masks`` (one dict of (T, H, W) bool masks per video, e.g. ``heldout_set``'s) inside each mask."""
+def reconstruction_psnr(reconstruct: Callable[[torch.Tensor], torch.Tensor], videos: list[torch.Tensor],
+                        masks: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """PSNR (dB, pixels in [-1, 1]) of ``reconstruct(video)`` against each video: overall, per latent frame, first,
+    worst, and with ``masks`` (one dict of (T, H, W) bool masks per video, e.g. ``heldout_set``'s) inside each."""
     if not videos:
-        raise ValueError("roundtrip_psnr needs at least one video")
+        raise ValueError("reconstruction_psnr needs at least one video")
     if masks is not None and len(masks) != len(videos):
-        raise ValueError(f"roundtrip_psnr: {len(masks)} mask sets for {len(videos)} videos")
-    cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        raise ValueError(f"reconstruction_psnr: {len(masks)} mask sets for {len(videos)} videos")
     total = None
     region_sums: dict[str, list[float]] = {}  # name -> [squared error, pixel count]
-    with torch.no_grad(), cast:
+    with torch.no_grad():
         for i, x in enumerate(videos):
-            rec = decode_latents(vae, encode_moments(vae, x).chunk(2, dim=1)[0]).float()
+            rec = reconstruct(x).float()
             sq = ((rec - x) ** 2).mean(dim=1)[0]  # (T, H, W), averaged over colour
             err = sq.mean(dim=(1, 2))  # per video frame
             total = err if total is None else total + err
@@ -73,6 +72,31 @@ def roundtrip_psnr(vae: Any, videos: list[torch.Tensor], *, precision: str = "fp
     return out
 
 
+def roundtrip_psnr(vae: Any, videos: list[torch.Tensor], *, precision: str = "fp32",
+                   masks: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """``reconstruction_psnr`` of the VAE's encode (posterior mode) -> decode."""
+    cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+    def round_trip(x: torch.Tensor) -> torch.Tensor:
+        with cast:
+            return decode_latents(vae, encode_moments(vae, x).chunk(2, dim=1)[0])
+
+    return reconstruction_psnr(round_trip, videos, masks)
+
+
+def thumbnail(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Video (B, 3, T, H, W) in [-1, 1] shrunk ``factor`` times (area mean) and blown up again (bicubic): what a
+    (H/factor x W/factor) RGB picture per frame keeps, the scale a VAE's round trip is read against."""
+    b, c, t, h, w = x.shape
+    frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+    small = torch.nn.functional.interpolate(frames, size=(h // factor, w // factor), mode="area")
+    big = torch.nn.functional.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return big.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+THUMBNAIL_FACTORS = (4, 8)  # the VAE's own grid (8) and twice as fine
+
+
 def bench_vae(model: str = "embedded", clips: int = 4, frames: int = 81, *, precision: str = "fp32",
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Round-trip PSNR of a model's VAE on held-out clips (the world seed of ``bench quality``)."""
@@ -88,5 +112,11 @@ def bench_vae(model: str = "embedded", clips: int = 4, frames: int = 81, *, prec
         f"face {result['psnr_face']:.2f} dB, hands {result['psnr_hands']:.2f} dB "
         f"({seconds:.1f} s)")
     log("per latent frame: " + " ".join(f"{v:.1f}" for v in result["psnr_per_latent"]))
+    thumbs = {}
+    for f in THUMBNAIL_FACTORS:
+        r = reconstruction_psnr(lambda x, f=f: thumbnail(x, f), videos, masks)
+        thumbs[f"x{f}"] = {k: r[k] for k in ("psnr", "psnr_face", "psnr_hands")}
+        log(f"for scale, the same clips shrunk {f}x and blown up again: PSNR {r['psnr']:.2f} dB, face "
+            f"{r['psnr_face']:.2f} dB, hands {r['psnr_hands']:.2f} dB")
     return {"model": model, "source": system.source, "clips": clips, "frames": frames, "precision": precision,
-            "seed": HELDOUT_SEED, "seconds": seconds, **result}
+            "seed": HELDOUT_SEED, "seconds": seconds, **result, "thumbnails": thumbs}
