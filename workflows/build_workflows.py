@@ -264,7 +264,7 @@ def _native_wan(wan_node: str, files: dict[str, str], wan_widgets: dict[str, Any
              {"audio": (1, 0), "reference_pose": (3, 0)}),
         Node(5, "IASAVideoLength", 1, 1, {"max_frames": 81}, {"poses": (4, 0), "audio": (1, 0)}),
         Node(6, "IASARenderPoses", 1, 2, {"width": NATIVE_WAN_SIZE, "height": 0, "hands": True, "face": face,
-                                          "bgr": False, "min_score": 0.3}, {"poses": (4, 0)}),
+                                          "bgr": False, "min_score": 0.3, "mouth": False}, {"poses": (4, 0)}),
         Node(7, "UNETLoader", 2, 0, {"unet_name": files["unet"], "weight_dtype": "default"}),
         Node(8, "LoraLoaderModelOnly", 2, 1, {"lora_name": files["lora"], "strength_model": 1.0},
              {"model": (7, 0)}),
