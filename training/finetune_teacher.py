@@ -66,7 +66,7 @@ def region_weights(sample: TrainSample, latent_shape: tuple[int, ...], cfg: Teac
     weights = {REGION_FACE: flow.face_weight, REGION_HANDS: flow.hands_weight}
     masks = []
     if flow.mouth_weight:
-        t, h, w = sample.labels.shape
+        _, h, w = sample.labels.shape
         masks.append((box_masks(mouth_boxes(sample.keypoints.cpu().numpy(), h, w), h, w), flow.mouth_weight))
     return latent_region_weights(sample.labels, latent_shape, weights, masks=masks).to(sample.latents.device)
 
