@@ -71,7 +71,8 @@ def mouth_boxes(keypoints: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def mouth_signal(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Per-frame darkness of the mouth box (T,): an open mouth shows its dark inside, so it rises with opening."""
+    """Per-frame darkness of the mouth box (T,): it changes as the mouth opens (a dark inside raises it; teeth, as
+    in the synthetic world, where it falls with the opening, lower it), and the truth's is the reference."""
     luma = frames.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     out = np.empty(len(frames))
     for t, (x0, y0, x1, y1) in enumerate(boxes):
