@@ -27,6 +27,8 @@ from iasa_core.pose import layout as L
 from iasa_core.pose.render import mouth_opening
 from iasa_core.pose.sequence import PoseSequence
 
+from .pose_reliance import add_heldout_args, check_heldout
+
 
 def shut_lips(keypoints: np.ndarray) -> np.ndarray:
     """A copy of keypoints (T, 133, 3) whose inner lips meet half way (the mouth shut, its width unchanged)."""
@@ -61,10 +63,7 @@ def clip_response(system: PoseWanSystem, frames: np.ndarray, keypoints: np.ndarr
 def mouth_response(system: PoseWanSystem, clips: int = 2, frames: int = 81, *, sampler: str = "teacher",
                    steps: int = 20) -> list[dict[str, Any]]:
     """``clip_response`` for each of ``clips`` held-out clips of ``frames`` frames."""
-    if frames < 5 or (frames - 1) % 4:
-        raise ValueError(f"--frames must be 4n+1 and at least 5; got {frames}")
-    if clips < 1:
-        raise ValueError(f"--clips must be at least 1; got {clips}")
+    check_heldout(clips, frames)
     return [clip_response(system, c.frames[:frames], c.poses.keypoints[:frames], sampler=sampler, steps=steps, seed=i)
             for i, c in enumerate(heldout_clips(clips, (frames + 2) / 25.0))]
 
@@ -76,12 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m training.mouth_response", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a model name or IASA .safetensors file")
-    p.add_argument("--clips", type=int, default=2, help="held-out clips (default 2)")
-    p.add_argument("--frames", type=int, default=81, help="frames per clip, 4n+1 (default 81)")
+    add_heldout_args(p)
     p.add_argument("--sampler", choices=("teacher", "student"), default="teacher")
     p.add_argument("--steps", type=int, default=20, help="teacher sampler steps (default 20)")
-    p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
     system = load_model(args.model).to("cpu", pick_dtype("auto", "cpu"))
     rows = mouth_response(system, args.clips, args.frames, sampler=args.sampler, steps=args.steps)

@@ -68,13 +68,26 @@ def clip_reliance(system: PoseWanSystem, frames: np.ndarray, keypoints: np.ndarr
     return out
 
 
-def pose_reliance(system: PoseWanSystem, clips: int = 2, frames: int = 81, *,
-                  sigmas: Sequence[float] = SIGMAS, bf16: bool = False) -> dict[str, Any]:
-    """Per held-out clip and on average: the x0 errors with true / reversed / no poses at each sigma."""
+def check_heldout(clips: int, frames: int) -> None:
+    """Clear errors for a held-out set a model cannot take (the diagnostics' --clips and --frames)."""
     if frames < 5 or (frames - 1) % 4:
         raise ValueError(f"--frames must be 4n+1 and at least 5; got {frames}")
     if clips < 1:
         raise ValueError(f"--clips must be at least 1; got {clips}")
+
+
+def add_heldout_args(p: argparse.ArgumentParser) -> None:
+    """The diagnostics' shared flags: --model, --clips, --frames, --json."""
+    p.add_argument("--model", required=True, help="a model name or IASA .safetensors file")
+    p.add_argument("--clips", type=int, default=2, help="held-out clips (default 2)")
+    p.add_argument("--frames", type=int, default=81, help="frames per clip, 4n+1 (default 81)")
+    p.add_argument("--json", help="also write the numbers here")
+
+
+def pose_reliance(system: PoseWanSystem, clips: int = 2, frames: int = 81, *,
+                  sigmas: Sequence[float] = SIGMAS, bf16: bool = False) -> dict[str, Any]:
+    """Per held-out clip and on average: the x0 errors with true / reversed / no poses at each sigma."""
+    check_heldout(clips, frames)
     per_clip = []
     for clip in heldout_clips(clips, frames / 25.0):
         per_clip.append(clip_reliance(system, clip.frames[:frames], clip.poses.keypoints[:frames],
@@ -89,11 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m training.pose_reliance", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a model name or IASA .safetensors file")
-    p.add_argument("--clips", type=int, default=2, help="held-out clips (default 2)")
-    p.add_argument("--frames", type=int, default=81, help="frames per clip, 4n+1 (default 81)")
+    add_heldout_args(p)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (quicker on CPUs with bf16 units)")
-    p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
     system = load_model(args.model).to("cpu", torch.float32)
     system.denoiser.eval()
