@@ -152,7 +152,7 @@ class IASARenderPoses:
                 "mouth": ("BOOLEAN", {
                     "default": False,
                     "tooltip": "Draw the mouth's opening as a patch whose brightness grows as the mouth opens "
-                               "(what the embedded models read since they lip-sync)."}),
+                               "(for models trained with pose_mouth; the shipped models were not)."}),
             },
         }
 

@@ -33,8 +33,7 @@ from .pose_reliance import add_heldout_args, check_heldout
 def shut_lips(keypoints: np.ndarray) -> np.ndarray:
     """A copy of keypoints (T, 133, 3) whose inner lips meet half way (the mouth shut, its width unchanged)."""
     out = np.array(keypoints, dtype=np.float64, copy=True)
-    inner = np.asarray(L.INNER_LIPS)
-    upper, lower = inner[1:4], inner[5:8][::-1]  # 84-86 above 90-88, point for point
+    upper, lower = (list(p) for p in zip(*L.INNER_LIP_PAIRS, strict=True))
     mid = (out[:, upper, 1] + out[:, lower, 1]) / 2
     out[:, upper, 1] = mid
     out[:, lower, 1] = mid

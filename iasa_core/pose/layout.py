@@ -24,6 +24,7 @@ FACE_JAW = tuple(range(23, 40))
 FACE_LIPS = tuple(range(71, 91))
 OUTER_LIPS = tuple(range(71, 83))  # the 68-point face's 48..59: left corner, upper lip, right corner, lower lip
 INNER_LIPS = tuple(range(83, 91))  # 60..67: left corner, upper inner lip (84-86), right corner, lower (88-90)
+INNER_LIP_PAIRS = ((84, 90), (85, 89), (86, 88))  # (upper, lower) inner-lip points facing each other
 
 # Points used for the rigid pose similarity of the global mask (paper Eq. 1): head and arms.
 # Hips are left out on purpose: upper-body framing often crops them.

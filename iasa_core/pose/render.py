@@ -264,9 +264,10 @@ def _draw(img: np.ndarray, kp: np.ndarray, style: RenderStyle, sizes) -> None:
 
 def mouth_opening(kp: np.ndarray) -> float:
     """How open the mouth is: the inner lips' mean vertical gap over the mouth's width (0 closed)."""
-    inner = kp[np.asarray(L.INNER_LIPS), :2]
-    width = float(np.hypot(*(inner[4] - inner[0])))
-    gap = float(np.mean(inner[5:8, 1] - inner[1:4][::-1, 1]))  # 88-90 below 86-84, point for point
+    left, right = L.INNER_LIPS[0], L.INNER_LIPS[4]  # the inner corners
+    width = float(np.hypot(*(kp[right, :2] - kp[left, :2])))
+    upper, lower = (list(p) for p in zip(*L.INNER_LIP_PAIRS, strict=True))
+    gap = float(np.mean(kp[lower, 1] - kp[upper, 1]))
     return max(gap, 0.0) / max(width, 1e-6)
 
 
