@@ -34,8 +34,9 @@ def test_shut_lips_closes_the_mouth_and_moves_nothing_else(clip):
 def _tiny(seed: int, **schedule) -> PoseWanSystem:
     system = PoseWanSystem.random(get_preset("tiny"), seed=seed)
     system.schedule = dict(system.schedule, **schedule)
-    with torch.no_grad():  # random pose features are faint; louder ones make the lips' effect visible in pixels
-        system.denoiser.pose_encoder.convs[-1].weight.mul_(100.0)
+    with torch.no_grad():  # a random pose encoder fades its input layer by layer; a louder one carries the lips
+        for conv in system.denoiser.pose_encoder.convs:
+            conv.weight.mul_(4.0)
     return system
 
 
@@ -50,7 +51,7 @@ def test_only_a_model_that_sees_the_lips_answers_them(clip):
     assert row["response"] == 0.0 and row["truth_std"] > 0 and np.isfinite(row["r_truth"])
     # pose images without face points carry no lips, whatever the model
     assert M.clip_response(_tiny(1), frames, kp, steps=2)["response"] == 0.0
-    assert M.clip_response(_tiny(1, pose_face=True, pose_mouth=True), frames, kp, steps=2)["response"] > 0
+    assert M.clip_response(_tiny(1, pose_face=True, pose_mouth=True), frames, kp, steps=2)["response"] > 0.1
 
 
 def test_cli_prints_and_writes_json(tmp_path, capsys):
