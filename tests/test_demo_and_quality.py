@@ -122,7 +122,7 @@ def test_bench_vae_reports_each_latent_frame(capsys, monkeypatch):
     assert main(["bench", "vae", "--clips", "1", "--frames", "9", "--dtype", "float32"]) == 0
     out = capsys.readouterr().out
     assert "per latent frame:" in out and "first frame" in out and "face" in out and "hands" in out
-    assert "shrunk 4x" in out and "shrunk 8x" in out
+    assert "shrunk 4x" in out and "shrunk 8x" in out and "a linear codec with the same budget (16 principal" in out
 
 
 def test_thumbnail_reference_keeps_what_a_smaller_picture_keeps():

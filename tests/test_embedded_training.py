@@ -219,6 +219,20 @@ def test_vae_training_resumes_to_the_same_weights(dataset_root, tmp_path, monkey
         mod.train_vae(_vae_cfg(dataset_root, tmp_path / "b", lr=1e-2))
 
 
+def test_vae_checkpoints_from_before_a_new_setting_still_resume(dataset_root):  # noqa: F811
+    from dataclasses import asdict
+
+    from training.train_vae import same_settings
+
+    cfg = _vae_cfg(dataset_root, "unused")
+    old = {k: v for k, v in asdict(cfg).items() if k not in ("pca_weight", "pca_fade_steps", "pca_clips")}
+    assert same_settings(old, cfg) and same_settings(asdict(cfg), cfg)
+    guided = _vae_cfg(dataset_root, "unused", pca_weight=1.0)
+    assert not same_settings(old, guided)  # the new setting differs from its default: not the same run
+    assert not same_settings(dict(old, lr=1.0), cfg) and not same_settings(dict(old, retired=1), cfg)
+    assert not same_settings(None, cfg)
+
+
 def test_vae_long_windows_have_their_own_shape(dataset_root):  # noqa: F811
     from training.data import ClipDataset
     from training.train_vae import _windows
@@ -415,3 +429,56 @@ def test_vae_region_weights_count_face_and_hand_pixels_more(dataset_root, tmp_pa
         train_vae(_vae_cfg(dataset_root, tmp_path / "v", face_weight=-1.0))
     out = train_vae(_vae_cfg(dataset_root, tmp_path / "w", face_weight=8.0, hands_weight=4.0, steps=2))
     assert out.is_file()
+
+
+def test_vae_pca_guide_pulls_the_encoder_towards_the_linear_codec(dataset_root, tmp_path):  # noqa: F811
+    import json
+
+    from iasa_core.bench import block_pca
+    from training.data import ClipDataset
+    from training.train_vae import fit_pca_guide, pca_guide_weight, train_vae
+
+    cfg = _vae_cfg(dataset_root, tmp_path / "g", pca_weight=2.0, pca_fade_steps=4, pca_clips=2, steps=5)
+    assert [pca_guide_weight(cfg, s) for s in (1, 2, 4, 5, 9)] == [2.0, 1.5, 0.5, 0.0, 0.0]
+    assert pca_guide_weight(_vae_cfg(dataset_root, "unused", pca_weight=2.0), 10 ** 6) == 2.0  # no fade
+    pca, scale = fit_pca_guide(ClipDataset(dataset_root), cfg)
+    assert pca.channels == TINY_VAE["z_dim"] and scale > 0
+    frames = torch.as_tensor(ClipDataset(dataset_root)[0]["frames"])
+    video = frames[:5, :16, :16].permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    assert block_pca.encode(pca, video).shape == (1, TINY_VAE["z_dim"], 2, 2, 2)
+    for bad in (dict(pca_weight=-1.0), dict(pca_weight=1.0, decoder_only=True, init="x.safetensors")):
+        with pytest.raises(ValueError, match="pca-weight"):
+            train_vae(_vae_cfg(dataset_root, tmp_path / "bad", **bad))
+    assert train_vae(cfg).is_file()
+    rows = [json.loads(line) for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
+    assert [("pca" in r) for r in rows] == [True, True, True, True, False]  # logged while it weighs
+    assert all(r["pca"] > 0 for r in rows[:4])
+
+
+def test_vae_pca_guide_alone_moves_the_encoder_towards_the_coefficients(dataset_root, tmp_path):  # noqa: F811
+    from diffusers import AutoencoderKLWan
+
+    from iasa_core.bench import block_pca
+    from iasa_core.model.vae_codec import encode_moments
+    from training.data import ClipDataset
+    from training.train_vae import fit_pca_guide, load_vae, pca_guide_loss, train_vae, zero_init_residuals
+
+    # Pixel losses off: the encoder learns from the guide alone, and its distance to the target falls.
+    cfg = _vae_cfg(dataset_root, tmp_path / "only", pca_weight=1.0, mse_weight=0.0, l1_weight=0.0, kl_weight=0.0,
+                   steps=100, batch=4, crop=32, lr=1e-2, warmup_steps=5, long_every=0, save_every=1000)
+    guide = fit_pca_guide(ClipDataset(dataset_root), cfg)
+    frames = torch.as_tensor(ClipDataset(dataset_root)[0]["frames"])
+    video = frames[:9, :32, :32].permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    target = block_pca.encode(guide[0], video) / guide[1]
+    assert float(pca_guide_loss(guide, target, video)) < 1e-10
+    assert float(pca_guide_loss(guide, torch.zeros_like(target), video)) == pytest.approx(float(target.pow(2).mean()))
+
+    def distance(vae):
+        with torch.no_grad():
+            return float(pca_guide_loss(guide, encode_moments(vae, video).chunk(2, dim=1)[0], video))
+
+    fresh = AutoencoderKLWan(**TINY_VAE)
+    zero_init_residuals(fresh)
+    # Without any loss the weights would not move; the guide alone moves them its way (this 4-channel VAE is too
+    # narrow to learn the projection itself in 100 steps, so the bound is loose).
+    assert distance(load_vae(train_vae(cfg))[0]) < 0.9 * distance(fresh)

@@ -95,6 +95,19 @@ def thumbnail(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 THUMBNAIL_FACTORS = (4, 8)  # the VAE's own grid (8) and twice as fine
+PCA_FIT_SEED = 7  # the linear yardstick is fitted on clips of another world seed than the ones it is scored on
+PCA_FIT_CLIPS = 4
+
+
+def block_pca_reference(videos: list[torch.Tensor], masks: list[dict[str, torch.Tensor]], channels: int,
+                        frames: int) -> dict[str, Any]:
+    """``reconstruction_psnr`` of a linear codec with the VAE's own budget (``block_pca``, ``channels`` numbers per
+    latent cell), fitted on held-out clips of another world seed."""
+    from . import block_pca
+
+    fit_videos = heldout_set(PCA_FIT_CLIPS, frames, size=videos[0].shape[-1], seed=PCA_FIT_SEED)[0]
+    pca = block_pca.fit_block_pca(fit_videos, channels)
+    return reconstruction_psnr(lambda x: block_pca.decode(pca, block_pca.encode(pca, x)), videos, masks)
 
 
 def bench_vae(model: str = "embedded", clips: int = 4, frames: int = 81, *, precision: str = "fp32",
@@ -118,5 +131,10 @@ def bench_vae(model: str = "embedded", clips: int = 4, frames: int = 81, *, prec
         thumbs[f"x{f}"] = {k: r[k] for k in ("psnr", "psnr_face", "psnr_hands")}
         log(f"for scale, the same clips shrunk {f}x and blown up again: PSNR {r['psnr']:.2f} dB, face "
             f"{r['psnr_face']:.2f} dB, hands {r['psnr_hands']:.2f} dB")
+    z = system.vae.config.z_dim
+    r = block_pca_reference(videos, masks, z, frames)
+    linear = {k: r[k] for k in ("psnr", "psnr_face", "psnr_hands")}
+    log(f"a linear codec with the same budget ({z} principal components per 8x8-pixel, 4-frame block): PSNR "
+        f"{r['psnr']:.2f} dB, face {r['psnr_face']:.2f} dB, hands {r['psnr_hands']:.2f} dB")
     return {"model": model, "source": system.source, "clips": clips, "frames": frames, "precision": precision,
-            "seed": HELDOUT_SEED, "seconds": seconds, **result, "thumbnails": thumbs}
+            "seed": HELDOUT_SEED, "seconds": seconds, **result, "thumbnails": thumbs, "block_pca": linear}
