@@ -436,23 +436,26 @@ def test_vae_pca_guide_pulls_the_encoder_towards_the_linear_codec(dataset_root, 
 
     from iasa_core.bench import block_pca
     from training.data import ClipDataset
-    from training.train_vae import fit_pca_guide, pca_guide_weight, train_vae
+    from training.train_vae import fit_pca_guide, pca_guide_fade, train_vae
 
-    cfg = _vae_cfg(dataset_root, tmp_path / "g", pca_weight=2.0, pca_fade_steps=4, pca_clips=2, steps=5)
-    assert [pca_guide_weight(cfg, s) for s in (1, 2, 4, 5, 9)] == [2.0, 1.5, 0.5, 0.0, 0.0]
-    assert pca_guide_weight(_vae_cfg(dataset_root, "unused", pca_weight=2.0), 10 ** 6) == 2.0  # no fade
+    cfg = _vae_cfg(dataset_root, tmp_path / "g", pca_weight=2.0, pca_decoder_weight=1.0, pca_fade_steps=4,
+                   pca_clips=2, steps=5)
+    assert [pca_guide_fade(cfg, s) for s in (1, 2, 4, 5, 9)] == [1.0, 0.75, 0.25, 0.0, 0.0]
+    assert pca_guide_fade(_vae_cfg(dataset_root, "unused", pca_weight=2.0), 10 ** 6) == 1.0  # no fade
     pca, scale = fit_pca_guide(ClipDataset(dataset_root), cfg)
     assert pca.channels == TINY_VAE["z_dim"] and scale > 0
     frames = torch.as_tensor(ClipDataset(dataset_root)[0]["frames"])
     video = frames[:5, :16, :16].permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
     assert block_pca.encode(pca, video).shape == (1, TINY_VAE["z_dim"], 2, 2, 2)
-    for bad in (dict(pca_weight=-1.0), dict(pca_weight=1.0, decoder_only=True, init="x.safetensors")):
+    for bad in (dict(pca_weight=-1.0), dict(pca_decoder_weight=-1.0),
+                dict(pca_weight=1.0, decoder_only=True, init="x.safetensors")):
         with pytest.raises(ValueError, match="pca-weight"):
             train_vae(_vae_cfg(dataset_root, tmp_path / "bad", **bad))
     assert train_vae(cfg).is_file()
     rows = [json.loads(line) for line in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
     assert [("pca" in r) for r in rows] == [True, True, True, True, False]  # logged while it weighs
-    assert all(r["pca"] > 0 for r in rows[:4])
+    assert [("pca_decoder_psnr" in r) for r in rows] == [True, True, True, True, False]
+    assert all(r["pca"] > 0 and 0 < r["pca_decoder_psnr"] < 60 for r in rows[:4])
 
 
 def test_vae_pca_guide_alone_moves_the_encoder_towards_the_coefficients(dataset_root, tmp_path):  # noqa: F811

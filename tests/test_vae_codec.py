@@ -8,10 +8,12 @@ from diffusers import AutoencoderKLWan
 from iasa_core.model.presets import get_preset
 from iasa_core.model.vae_codec import chunk_latents, decode_latents, encode_moments, fast_cpu_layers
 
-CONFIGS = [get_preset("tiny").vae, get_preset("cpu-small").vae]
+# Wan2.2's residual blocks (average-down / duplicate-up shortcuts), on the Wan2.1 8x grid without patching
+RESIDUAL = dict(get_preset("cpu-small").vae, dim_mult=[1, 2, 4, 4], is_residual=True)
+CONFIGS = [get_preset("tiny").vae, get_preset("cpu-small").vae, RESIDUAL]
 
 
-@pytest.fixture(params=range(len(CONFIGS)), ids=["tiny", "cpu-small"])
+@pytest.fixture(params=range(len(CONFIGS)), ids=["tiny", "cpu-small", "residual"])
 def vae(request):
     torch.manual_seed(request.param)
     return AutoencoderKLWan(**CONFIGS[request.param]).eval()

@@ -96,6 +96,9 @@ class VaeTrainConfig:
     # An autoencoder trained from scratch finds slowly what an SVD gives at once (the shipped VAE, 12000 steps,
     # stays 2.6 dB below that linear codec on held-out clips).
     pca_weight: float = 0.0
+    # ... and teach the decoder to draw from those coefficients themselves (pca_decoder_weight * pixel MSE of
+    # decode(coefficients)), so both halves start towards the linear codec's solution; fades with the guide.
+    pca_decoder_weight: float = 0.0
     pca_fade_steps: int = 0
     pca_clips: int = 32            # dataset clips the principal components are fitted on
 
@@ -174,11 +177,11 @@ def pca_guide_loss(guide: tuple[block_pca.BlockPCA, float], mean: torch.Tensor, 
     return ((mean.float() - block_pca.encode(pca, x) / scale) ** 2).mean()
 
 
-def pca_guide_weight(cfg: VaeTrainConfig, step: int) -> float:
-    """The guide's weight at 1-based ``step``."""
+def pca_guide_fade(cfg: VaeTrainConfig, step: int) -> float:
+    """The factor (1 down to 0) on the guide's weights at 1-based ``step``."""
     if cfg.pca_fade_steps <= 0:
-        return cfg.pca_weight
-    return cfg.pca_weight * max(0.0, 1.0 - (step - 1) / cfg.pca_fade_steps)
+        return 1.0
+    return max(0.0, 1.0 - (step - 1) / cfg.pca_fade_steps)
 
 
 def is_long_step(cfg: VaeTrainConfig, step: int) -> bool:
@@ -262,8 +265,9 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
     """Run the training (resuming from the newest checkpoint in ``cfg.out``); returns ``vae.safetensors``."""
     if cfg.face_weight < 0 or cfg.hands_weight < 0:
         raise ValueError(f"--face-weight and --hands-weight must be >= 0; got {cfg.face_weight}, {cfg.hands_weight}")
-    if cfg.pca_weight < 0 or cfg.pca_fade_steps < 0:
-        raise ValueError(f"--pca-weight and --pca-fade-steps must be >= 0; got {cfg.pca_weight}, {cfg.pca_fade_steps}")
+    if min(cfg.pca_weight, cfg.pca_decoder_weight, cfg.pca_fade_steps) < 0:
+        raise ValueError(f"--pca-weight, --pca-decoder-weight and --pca-fade-steps must be >= 0; got "
+                         f"{cfg.pca_weight}, {cfg.pca_decoder_weight}, {cfg.pca_fade_steps}")
     if cfg.pca_weight > 0 and cfg.decoder_only:
         raise ValueError("--pca-weight guides the encoder, which --decoder-only keeps frozen: use one or the other")
     torch.manual_seed(cfg.seed)
@@ -304,7 +308,7 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
         sched.last_epoch = start
         print(f"resuming from {resume} (step {start})", flush=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    guide = fit_pca_guide(dataset, cfg) if cfg.pca_weight > 0 else None
+    guide = fit_pca_guide(dataset, cfg) if cfg.pca_weight > 0 or cfg.pca_decoder_weight > 0 else None
     eval_clips, eval_masks = heldout_set(cfg.eval_clips, seed=cfg.eval_seed) if cfg.eval_clips > 0 else ([], [])
     log = (out / "metrics.jsonl").open("a")
     t0 = time.perf_counter()
@@ -326,10 +330,15 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
         mse = weighted_mean(sq, weights)
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1.0 - logvar).mean()
         loss = cfg.l1_weight * l1 + cfg.mse_weight * mse + cfg.kl_weight * kl
-        guide_weight = pca_guide_weight(cfg, step) if guide is not None else 0.0
-        if guide_weight > 0:
+        fade = pca_guide_fade(cfg, step) if guide is not None else 0.0
+        if fade > 0 and cfg.pca_weight > 0:
             pca_loss = pca_guide_loss(guide, mean, x)
-            loss = loss + guide_weight * pca_loss
+            loss = loss + fade * cfg.pca_weight * pca_loss
+        if fade > 0 and cfg.pca_decoder_weight > 0:
+            with autocast(torch.device("cpu"), precision):
+                drawn = decode_latents(vae, block_pca.encode(guide[0], x) / guide[1], clamp=False).float()
+            pca_decoder_loss = ((drawn - x) ** 2).mean()
+            loss = loss + fade * cfg.pca_decoder_weight * pca_decoder_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -341,8 +350,10 @@ def train_vae(cfg: VaeTrainConfig) -> Path:
             row = {"step": step, "loss": float(loss.detach()), "l1": float(l1.detach()), "psnr": psnr,
                    "kl": float(kl.detach()), "lr": sched.get_last_lr()[0], "long": is_long_step(cfg, step),
                    "seconds": round(time.perf_counter() - t0, 1)}
-            if guide_weight > 0:
+            if fade > 0 and cfg.pca_weight > 0:
                 row["pca"] = float(pca_loss.detach())
+            if fade > 0 and cfg.pca_decoder_weight > 0:
+                row["pca_decoder_psnr"] = float(10 * torch.log10(4.0 / pca_decoder_loss.detach().clamp_min(1e-10)))
         if eval_clips and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
             vae.eval()
             held = roundtrip_psnr(vae, eval_clips, precision=precision, masks=eval_masks)

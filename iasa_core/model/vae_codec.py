@@ -30,9 +30,10 @@ DECODE_WARMUP = 3
 
 
 def _streamable(vae: AutoencoderKLWan) -> bool:
+    # Wan2.2's residual blocks stream too: their average-down shortcut pads only the lone first frame, and the
+    # duplicate-up shortcut trims only the first chunk, which is decoded alone as in diffusers' loop.
     cfg = vae.config
-    return getattr(cfg, "patch_size", None) is None and not getattr(cfg, "is_residual", False) \
-        and not getattr(vae, "use_tiling", False)
+    return getattr(cfg, "patch_size", None) is None and not getattr(vae, "use_tiling", False)
 
 
 def chunk_latents(vae: AutoencoderKLWan, height: int, width: int) -> int:
@@ -136,8 +137,8 @@ class StreamDecoder:
 
     The decoder always runs on the same chunks (the first latent frame alone, then ``chunk`` frames at a
     time) whatever the pieces, so a video decoded piece by piece is bit-identical to one decoded whole,
-    and memory holds one chunk of pixels instead of the whole video. A VAE that cannot stream (patched,
-    residual or tiled) decodes everything at ``finish``.
+    and memory holds one chunk of pixels instead of the whole video. A VAE that cannot stream (patched or
+    tiled) decodes everything at ``finish``.
     """
 
     def __init__(self, vae: AutoencoderKLWan, chunk: int | None = None, *, clamp: bool = True,
@@ -165,7 +166,7 @@ class StreamDecoder:
         self._check(z)
         if not self.streamable:
             if not self.clamp:
-                raise ValueError("clamp=False needs a Wan2.1-style VAE (no patching, no tiling)")
+                raise ValueError("clamp=False needs a VAE without patching or tiling")
             self._pending.append(z)
             return []
         if self.chunk is None:
