@@ -72,6 +72,11 @@ def test_init_model_holds_the_trained_vae(vae_file, tmp_path):
         assert torch.equal(a, b), k
     assert system.config.vae["latents_std"] == config["latents_std"]
     assert system.schedule["kind"] == "teacher" and system.sparse["block_size"] == 16
+    wide = load_student(init_model("tiny", vae_file, tmp_path / "wide.safetensors", pose_hidden=16))
+    assert wide.config.pose_hidden == 16
+    assert wide.denoiser.pose_encoder.convs[0].out_channels == wide.denoiser.ref_pose_encoder.convs[0].out_channels == 16
+    with pytest.raises(ValueError, match="pose_hidden"):
+        init_model("tiny", vae_file, tmp_path / "x.safetensors", pose_hidden=0)
 
 
 def test_init_model_refuses_a_vae_with_other_latent_channels(vae_file, tmp_path, monkeypatch):

@@ -22,9 +22,14 @@ from training.train_vae import load_vae
 
 
 def init_model(preset: str, vae_path: str | Path, out: str | Path, *, seed: int = 0,
-               sparse: dict[str, Any] | None = None, shift: float = 3.0) -> Path:
-    """Random ``preset`` weights with the trained VAE; returns the written path."""
+               sparse: dict[str, Any] | None = None, shift: float = 3.0, pose_hidden: int | None = None) -> Path:
+    """Random ``preset`` weights with the trained VAE (and ``pose_hidden`` pose-encoder channels in place of the
+    preset's); returns the written path."""
     config = get_preset(preset)
+    if pose_hidden is not None:
+        if pose_hidden < 1:
+            raise ValueError(f"pose_hidden must be >= 1; got {pose_hidden}")
+        config.pose_hidden = pose_hidden
     vae, vae_config = load_vae(vae_path)
     if vae_config.get("z_dim") != config.vae.get("z_dim"):
         raise ValueError(f"{vae_path} has z_dim {vae_config.get('z_dim')} but preset {preset} needs "
@@ -47,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shift", type=float, default=3.0, help="timestep shift stored as the model's default")
     p.add_argument("--sparse", default='{"block_size": 64}', help="stored sparse settings (JSON) over the defaults")
+    p.add_argument("--pose-hidden", type=int, default=None,
+                   help="hidden channels of the pose encoders (default: the preset's; the shipped teacher was widened "
+                        "to 16 after training, training.widen_pose)")
     args = p.parse_args(argv)
     path = init_model(args.preset, args.vae, args.out, seed=args.seed, sparse=json.loads(args.sparse),
-                      shift=args.shift)
+                      shift=args.shift, pose_hidden=args.pose_hidden)
     print(f"initial model written to {path}")
     return 0
 
