@@ -79,6 +79,33 @@ def test_init_model_holds_the_trained_vae(vae_file, tmp_path):
         init_model("tiny", vae_file, tmp_path / "x.safetensors", pose_hidden=0)
 
 
+def test_init_model_can_start_from_a_trained_denoiser_on_a_new_vae(vae_file, tmp_path):
+    from iasa_core.model.checkpoint import save_student
+    from training.init_model import init_model, main
+    from training.train_vae import load_vae
+
+    source = load_student(init_model("tiny", vae_file, tmp_path / "src.safetensors", seed=3))
+    with torch.no_grad():
+        for p in source.vae.parameters():
+            p.add_(0.5)  # the "old" VAE, unlike the new one
+    source.schedule = dict(source.schedule, kind="student", pose_face=True)
+    save_student(source, tmp_path / "old.safetensors")
+    warm = load_student(init_model("tiny", vae_file, tmp_path / "warm.safetensors",
+                                   denoiser_from=tmp_path / "old.safetensors"))
+    for part in ("denoiser", "image_encoder"):
+        a, b = getattr(source, part).state_dict(), getattr(warm, part).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    new_vae = load_vae(vae_file)[0].state_dict()
+    assert all(torch.equal(new_vae[k], v) for k, v in warm.vae.state_dict().items())
+    assert torch.equal(warm.prompt_embeds, source.prompt_embeds)
+    assert warm.schedule["kind"] == "teacher" and warm.schedule["pose_face"] is True
+    with pytest.raises(ValueError, match="widen_pose"):
+        init_model("tiny", vae_file, tmp_path / "x.safetensors", pose_hidden=16,
+                   denoiser_from=tmp_path / "old.safetensors")
+    assert main(["--vae", str(vae_file), "--out", str(tmp_path / "y.safetensors"),
+                 "--denoiser-from", str(tmp_path / "missing.safetensors")]) == 2
+
+
 def test_init_model_refuses_a_vae_with_other_latent_channels(vae_file, tmp_path, monkeypatch):
     from training import init_model as mod
 

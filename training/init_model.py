@@ -15,29 +15,40 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from iasa_core.model.checkpoint import save_student
+from iasa_core.model.checkpoint import load_student, save_student
 from iasa_core.model.presets import get_preset
-from iasa_core.model.system import DEFAULT_SPARSE, PoseWanSystem
+from iasa_core.model.system import DEFAULT_SPARSE, POSE_RENDER_KEYS, PoseWanSystem
 from training.train_vae import load_vae
 
 
 def init_model(preset: str, vae_path: str | Path, out: str | Path, *, seed: int = 0,
-               sparse: dict[str, Any] | None = None, shift: float = 3.0, pose_hidden: int | None = None) -> Path:
+               sparse: dict[str, Any] | None = None, shift: float = 3.0, pose_hidden: int | None = None,
+               denoiser_from: str | Path | None = None) -> Path:
     """Random ``preset`` weights with the trained VAE (and ``pose_hidden`` pose-encoder channels in place of the
-    preset's); returns the written path."""
-    config = get_preset(preset)
-    if pose_hidden is not None:
-        if pose_hidden < 1:
-            raise ValueError(f"pose_hidden must be >= 1; got {pose_hidden}")
-        config.pose_hidden = pose_hidden
+    preset's); with ``denoiser_from``, that model file's denoiser, image encoder and pose drawing instead of random
+    ones (a warm start on a new VAE's latents). Returns the written path."""
     vae, vae_config = load_vae(vae_path)
+    if denoiser_from is not None:
+        if pose_hidden is not None:
+            raise ValueError("pose_hidden applies to a random denoiser; widen an existing one with "
+                             "python -m training.widen_pose")
+        system = load_student(denoiser_from)
+        config, source = system.config, f"{denoiser_from}'s denoiser"
+        pose_keys = {k: v for k, v in system.schedule.items() if k in POSE_RENDER_KEYS}
+    else:
+        config, source, pose_keys = get_preset(preset), f"preset {preset}", {}
+        if pose_hidden is not None:
+            if pose_hidden < 1:
+                raise ValueError(f"pose_hidden must be >= 1; got {pose_hidden}")
+            config.pose_hidden = pose_hidden
     if vae_config.get("z_dim") != config.vae.get("z_dim"):
-        raise ValueError(f"{vae_path} has z_dim {vae_config.get('z_dim')} but preset {preset} needs "
+        raise ValueError(f"{vae_path} has z_dim {vae_config.get('z_dim')} but {source} needs "
                          f"{config.vae.get('z_dim')}")
     config.vae = vae_config
-    system = PoseWanSystem.random(config, seed=seed)
+    if denoiser_from is None:
+        system = PoseWanSystem.random(config, seed=seed)
     system.vae = vae.eval()
-    system.schedule = {"kind": "teacher", "steps": 50, "guidance": 3.0, "shift": shift}
+    system.schedule = {"kind": "teacher", "steps": 50, "guidance": 3.0, "shift": shift, **pose_keys}
     system.sparse = dict(DEFAULT_SPARSE, **(sparse or {}))
     return save_student(system, out)
 
@@ -55,9 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pose-hidden", type=int, default=None,
                    help="hidden channels of the pose encoders (default: the preset's; the shipped teacher was widened "
                         "to 16 after training, training.widen_pose)")
+    p.add_argument("--denoiser-from", default=None,
+                   help="an IASA model file whose denoiser (and image encoder, pose drawing) to start from instead "
+                        "of random weights: a warm start on the new VAE's latents (--preset is then unused)")
     args = p.parse_args(argv)
-    path = init_model(args.preset, args.vae, args.out, seed=args.seed, sparse=json.loads(args.sparse),
-                      shift=args.shift, pose_hidden=args.pose_hidden)
+    try:
+        path = init_model(args.preset, args.vae, args.out, seed=args.seed, sparse=json.loads(args.sparse),
+                          shift=args.shift, pose_hidden=args.pose_hidden, denoiser_from=args.denoiser_from)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"initial model written to {path}")
     return 0
 
