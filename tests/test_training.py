@@ -117,6 +117,8 @@ def test_shipped_configs_parse():
         cfg = load_config(cls, os.path.join(folder, name))
         if name == "teacher_embedded_widen.yaml":  # the face-points stage of the embedded teacher
             assert cfg.model.pose_face is True and cfg.sparse.settings["background"] is True
+        if name == "teacher_embedded_res.yaml":  # the teacher on the residual VAE: three worlds, face and mouth
+            assert cfg.model.pose_face is True and cfg.model.pose_mouth is True and len(cfg.data.more_roots) == 2
 
 
 # ---------------------------------------------------------------------- LoRA
