@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,6 +145,31 @@ def test_sample_cache_reuses_the_frozen_encodings(dataset_root):  # noqa: F811
     assert a.pose_video.shape == (1, 3, item["frames"].shape[0], SIZE, SIZE)
     cache.clear()
     assert len(cache) == 0
+
+
+def test_clips_of_two_datasets_under_one_id_never_share_a_cache_entry(dataset_root, tmp_path):  # noqa: F811
+    # Clip ids come from video file names, so another world's synth_00000.mp4 has the same id: keyed by id alone,
+    # a second dataset (data.more_roots) read the first one's latents with its own poses (2026-12, fixed).
+    from training.batch import SampleCache, clip_identity, prepare_sample
+    from training.config import ModelSpec
+    from training.data import ClipDataset
+    from training.model_setup import load_system
+
+    system = load_system(ModelSpec(spec="tiny"), torch.device("cpu"))
+    data = ClipDataset(dataset_root)
+    first, other = data[0], dict(data[1])
+    other["clip_id"] = first["clip_id"]
+    assert clip_identity(first) != clip_identity(other) and clip_identity(first) == clip_identity(data[0])
+    sparse = {"top_k": 2, "block_size": 16}
+    for cache in (SampleCache(), SampleCache(True, tmp_path, system)):
+        a = prepare_sample(system, first, sparse=sparse, cache=cache)
+        b = prepare_sample(system, other, sparse=sparse, cache=cache)
+        truth = prepare_sample(system, other, sparse=sparse, cache=None)
+        assert not torch.equal(a.latents, b.latents)
+        assert torch.equal(b.latents, truth.latents) and torch.equal(b.condition.y, truth.condition.y)
+        assert torch.equal(b.pose_video, truth.pose_video)
+        assert np.array_equal(b.plan.similarity, truth.plan.similarity)  # the plan follows the clip's own poses
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 2
 
 
 def test_disk_sample_cache_survives_the_process_and_is_keyed_by_the_vae(dataset_root, tmp_path):  # noqa: F811

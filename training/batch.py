@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +47,24 @@ def check_clip(frames: torch.Tensor, keypoints: torch.Tensor, clip_id: str) -> N
         raise ValueError(f"clip {clip_id}: {keypoints.shape[0]} keypoint frames for {t} video frames")
 
 
-def encoded_key(clip_id: str, ref_index: int, style: RenderStyle) -> tuple:
-    """The cache key of a clip's encodings."""
+def clip_identity(item: dict[str, Any]) -> str:
+    """A clip's cache identity: its id and a digest of its frames and keypoints.
+
+    Ids come from video file names, so two prepared datasets (``data.more_roots``, another world seed) hold
+    different clips under the same id; keyed by id alone they read each other's latents with their own poses."""
+    clip_id = str(item.get("clip_id", ""))
+    if not clip_id:
+        return ""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in ("frames", "keypoints"):
+        digest.update(np.ascontiguousarray(np.asarray(item[name])).tobytes())
+    return f"{clip_id}@{digest.hexdigest()}"
+
+
+def encoded_key(identity: str, ref_index: int, style: RenderStyle) -> tuple:
+    """The cache key of a clip's encodings (``identity`` from ``clip_identity``)."""
     # One process trains one model, so one style: the key (and the disk file name) names the colour order only.
-    return ("encoded", clip_id, ref_index, style.bgr)
+    return ("encoded", identity, ref_index, style.bgr)
 
 
 def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[str, Any] | None,
@@ -70,9 +85,10 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     device = system.device
     video = frames.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, T, H, W)
     kp = keypoints.numpy()
-    use_cache = cache is not None and bool(clip_id)
+    identity = clip_identity(item) if cache is not None else ""
+    use_cache = bool(identity)
     style = style or system.pose_style()
-    key = encoded_key(clip_id, ref_index, style)
+    key = encoded_key(identity, ref_index, style)
     hit = cache.get(key) if use_cache else None
     if hit is None:
         bf16 = torch.autocast(device.type, dtype=torch.bfloat16) if encode_bf16 else contextlib.nullcontext()
@@ -89,7 +105,7 @@ def prepare_sample(system: PoseWanSystem, item: dict[str, Any], *, sparse: dict[
     latents, condition, pose_u8 = hit
     plan = None
     if sparse is not None:  # one plan per attention setting (the teacher may mix dense, global and IASA)
-        plan_key = ("plan", clip_id, repr(sorted(sparse.items())))
+        plan_key = ("plan", identity, repr(sorted(sparse.items())))
         plan = cache.get(plan_key) if use_cache else None
         if plan is None:
             plan = build_plan(kp, (h, w), **plan_options(sparse))

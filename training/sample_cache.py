@@ -31,7 +31,7 @@ def system_fingerprint(system: PoseWanSystem) -> str:
 
 
 def _file_name(key: tuple) -> str:
-    """A safe, unique file name for an ``("encoded", clip_id, ref_index, pose_bgr)`` key."""
+    """A safe, unique file name for an ``("encoded", clip identity, ref_index, pose_bgr)`` key."""
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(key[1]))[:80]
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
     return f"{readable}-{digest}.safetensors"

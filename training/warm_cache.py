@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from .batch import encoded_key, prepare_sample
+from .batch import clip_identity, encoded_key, prepare_sample
 from .config import ModelSpec
 from .model_setup import load_system, open_dataset
 from .runtime import resolve_precision
@@ -49,7 +49,7 @@ def warm_cache(model: str, data: str, cache_dir: str, *, precision: str = "auto"
     t0 = time.perf_counter()
     for n, i in enumerate(todo):
         item = dataset[i]
-        if cache.get(encoded_key(str(item.get("clip_id", "")), 0, system.pose_style())) is not None:
+        if cache.get(encoded_key(clip_identity(item), 0, system.pose_style())) is not None:
             skipped += 1
         else:
             prepare_sample(system, item, sparse=None, cache=cache, encode_bf16=bf16)
