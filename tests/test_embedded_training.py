@@ -107,6 +107,19 @@ def test_init_model_can_start_from_a_trained_denoiser_on_a_new_vae(vae_file, tmp
                  "--denoiser-from", str(tmp_path / "missing.safetensors")]) == 2
 
 
+def test_init_model_sets_the_flag_on_a_warm_start(vae_file, tmp_path):
+    from training.init_model import init_model, main
+
+    src = init_model("tiny", vae_file, tmp_path / "src.safetensors", seed=3)
+    assert not load_student(src).config.ref_every_frame
+    assert main(["--vae", str(vae_file), "--denoiser-from", str(src), "--ref-every-frame",
+                 "--out", str(tmp_path / "ref.safetensors")]) == 0
+    warm = load_student(tmp_path / "ref.safetensors")
+    assert warm.config.ref_every_frame
+    source = load_student(src).denoiser.state_dict()
+    assert all(torch.equal(v, source[k]) for k, v in warm.denoiser.state_dict().items())
+
+
 def test_init_model_refuses_a_vae_with_other_latent_channels(vae_file, tmp_path, monkeypatch):
     from training import init_model as mod
 

@@ -23,10 +23,11 @@ from training.train_vae import load_vae
 
 def init_model(preset: str, vae_path: str | Path, out: str | Path, *, seed: int = 0,
                sparse: dict[str, Any] | None = None, shift: float = 3.0, pose_hidden: int | None = None,
-               denoiser_from: str | Path | None = None) -> Path:
+               denoiser_from: str | Path | None = None, ref_every_frame: bool = False) -> Path:
     """Random ``preset`` weights with the trained VAE (and ``pose_hidden`` pose-encoder channels in place of the
     preset's); with ``denoiser_from``, that model file's denoiser, image encoder and pose drawing instead of random
-    ones (a warm start on a new VAE's latents). Returns the written path."""
+    ones (a warm start on a new VAE's latents). ``ref_every_frame`` turns on ``config.ref_every_frame`` (the
+    reference latent in every frame's I2V condition). Returns the written path."""
     vae, vae_config = load_vae(vae_path)
     if denoiser_from is not None:
         if pose_hidden is not None:
@@ -45,6 +46,7 @@ def init_model(preset: str, vae_path: str | Path, out: str | Path, *, seed: int 
         raise ValueError(f"{vae_path} has z_dim {vae_config.get('z_dim')} but {source} needs "
                          f"{config.vae.get('z_dim')}")
     config.vae = vae_config
+    config.ref_every_frame = config.ref_every_frame or ref_every_frame
     if denoiser_from is None:
         system = PoseWanSystem.random(config, seed=seed)
     system.vae = vae.eval()
@@ -69,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--denoiser-from", default=None,
                    help="an IASA model file whose denoiser (and image encoder, pose drawing) to start from instead "
                         "of random weights: a warm start on the new VAE's latents (--preset is then unused)")
+    p.add_argument("--ref-every-frame", action="store_true",
+                   help="put the reference image's latent into every frame's I2V condition, not only the first "
+                        "(config.ref_every_frame; changes what the model computes, so train after it)")
     args = p.parse_args(argv)
     try:
         path = init_model(args.preset, args.vae, args.out, seed=args.seed, sparse=json.loads(args.sparse),
-                          shift=args.shift, pose_hidden=args.pose_hidden, denoiser_from=args.denoiser_from)
+                          shift=args.shift, pose_hidden=args.pose_hidden, denoiser_from=args.denoiser_from,
+                          ref_every_frame=args.ref_every_frame)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,6 +48,13 @@ def drop_pose(features: PoseFeatures, keep_pose: torch.Tensor) -> PoseFeatures:
     return PoseFeatures(features.video * k, features.ref * k if features.ref is not None else None)
 
 
+def reference_in_every_frame(y: torch.Tensor, latent_channels: int) -> torch.Tensor:
+    """I2V condition (B, mask + z, F, h, w) with frame 0's latent channels copied into every frame; mask kept."""
+    masks = y.shape[1] - latent_channels
+    ref = y[:, masks:, :1].expand(-1, -1, y.shape[2], -1, -1)
+    return torch.cat([y[:, :masks], ref], dim=1)
+
+
 class PoseWanTransformer(nn.Module):
     """Wan2.1 I2V transformer whose patch tokens get pose features added right after patchify (and, with
     ``config.pose_blocks``, a learnt linear map of them before every block)."""
@@ -121,6 +128,8 @@ class PoseWanTransformer(nn.Module):
         y = condition.y
         if y.shape[0] != latents.shape[0]:
             y = y.expand(latents.shape[0], -1, -1, -1, -1)
+        if self.config.ref_every_frame:
+            y = reference_in_every_frame(y, self.config.transformer["out_channels"])
         if pose is not None and pose.ref is not None:
             y = y + pose.ref.to(y.dtype)
         if y.shape[2:] != latents.shape[2:]:

@@ -37,6 +37,11 @@ class PoseWanConfig:
     # only once after patchify (UniAnimate's way). Off in every shipped model; `training.widen_pose --blocks`
     # adds it to a trained one for fine-tuning.
     pose_blocks: bool = False
+    # The reference image's latent in the I2V condition of every latent frame, not only the first (the mask
+    # channels still mark frame 0 alone as given). Wan2.1 puts it in frame 0 only, so a small DiT must carry it
+    # to every frame through attention; here each token finds it in place. Off for Wan checkpoints; set by
+    # `training.init_model --ref-every-frame` on embedded models trained with it.
+    ref_every_frame: bool = False
     text_len: int = 512  # diffusers' Wan I2V processor splits image/text context at 512 text tokens
 
     @property
@@ -55,16 +60,19 @@ class PoseWanConfig:
         return self.transformer["in_channels"] - self.transformer["out_channels"]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready copy (without ``pose_blocks`` when off, so files stay readable by code that predates it)."""
+        """JSON-ready copy (without ``pose_blocks``/``ref_every_frame`` when off, so files stay readable by code
+        that predates them)."""
         out = copy.deepcopy(asdict(self))
-        if not out["pose_blocks"]:
-            del out["pose_blocks"]
+        for flag in ("pose_blocks", "ref_every_frame"):
+            if not out[flag]:
+                del out[flag]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoseWanConfig:
         """Inverse of ``to_dict``; unknown keys are an error so typos do not pass silently."""
-        known = {"name", "transformer", "vae", "image_encoder", "pose_hidden", "pose_blocks", "text_len"}
+        known = {"name", "transformer", "vae", "image_encoder", "pose_hidden", "pose_blocks", "ref_every_frame",
+                 "text_len"}
         extra = set(data) - known
         if extra:
             raise ValueError(f"model config has unknown keys {sorted(extra)}; expected {sorted(known)}")
