@@ -8,17 +8,7 @@ from iasa_core.model.checkpoint import load_student, save_student
 from iasa_core.model.pose_wan import Condition, PoseWanTransformer, reference_in_every_frame
 from iasa_core.model.presets import PoseWanConfig, get_preset
 from iasa_core.model.system import PoseWanSystem
-
-T, H, W = 9, 32, 48
-
-
-def _inputs(seed: int):
-    g = torch.Generator().manual_seed(seed)
-    f, h, w = (T - 1) // 4 + 1, H // 8, W // 8
-    cond = Condition(torch.randn(1, 20, f, h, w, generator=g), torch.randn(1, 512, 16, generator=g),
-                     torch.randn(1, 5, 16, generator=g))
-    return (torch.randn(1, 16, f, h, w, generator=g), cond, torch.rand(1, 3, T, H, W, generator=g) * 255,
-            torch.rand(1, 3, H, W, generator=g) * 255)
+from tests.test_grow_model import _inputs
 
 
 def _denoise(denoiser: PoseWanTransformer, inputs, y: torch.Tensor | None = None) -> torch.Tensor:
