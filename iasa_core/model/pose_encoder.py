@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .cpu_conv import conv3d_module
+
 # Shapes follow UniAnimate-DiT's public pose-encoder weights so they load through a key map
 # (`dwpose_embedding.{2i}` -> `pose_encoder.convs.{i}`, `randomref_embedding_pose.{2i}` -> `ref_pose_encoder.convs.{i}`).
 _VIDEO_LAYERS = (  # (kernel, stride, padding) of the hidden Conv3d layers
@@ -19,7 +21,7 @@ def _conv_stack(convs: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     """Pixels 0..255 through the convolutions with SiLU between them (none after the last)."""
     x = x.to(convs[0].weight.dtype) / 255.0
     for i, conv in enumerate(convs):
-        x = conv(x)
+        x = conv3d_module(conv, x) if isinstance(conv, nn.Conv3d) else conv(x)
         if i < len(convs) - 1:
             x = F.silu(x)
     return x

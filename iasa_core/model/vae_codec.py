@@ -17,6 +17,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+from .cpu_conv import conv3d, use_onednn
+
 # Activations kept per chunk: chunk video frames x H x W x widest channel count, in elements.
 CHUNK_ELEMENTS = 1 << 26
 
@@ -64,9 +66,23 @@ def _pointwise_conv(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) 
     return out + self.bias.to(out.dtype).view(1, -1, 1, 1, 1) if self.bias is not None else out
 
 
+def _causal_conv(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> torch.Tensor:
+    """WanCausalConv3d.forward through oneDNN (``cpu_conv``), which also pads the borders in place of a padded copy."""
+    if not use_onednn(x, self.weight):
+        return type(self).forward(self, x, cache_x)
+    width, _, height, _, front, _ = self._padding  # diffusers' F.pad order; the spatial padding is symmetric
+    if cache_x is not None and front > 0:
+        x = torch.cat([cache_x.to(x.device), x], dim=2)
+        front -= cache_x.shape[2]
+    if front > 0:
+        x = torch.cat([x.new_zeros(*x.shape[:2], front, *x.shape[3:]), x], dim=2)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    return conv3d(x, self.weight, self.bias, self.stride, (0, height, width), self.dilation, self.groups)
+
+
 @contextlib.contextmanager
 def fast_cpu_layers(vae: AutoencoderKLWan) -> Iterator[None]:
-    """Swap the VAE's RMS norms and 1x1x1 convolutions for quicker CPU equivalents (same values to rounding).
+    """Swap the VAE's RMS norms and convolutions for quicker CPU equivalents (same values to rounding).
 
     The originals are restored on exit."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm
@@ -79,6 +95,8 @@ def fast_cpu_layers(vae: AutoencoderKLWan) -> Iterator[None]:
             elif isinstance(module, WanCausalConv3d) and tuple(module.kernel_size) == (1, 1, 1) \
                     and tuple(module.stride) == (1, 1, 1):
                 module.forward = types.MethodType(_pointwise_conv, module)
+            elif isinstance(module, WanCausalConv3d):
+                module.forward = types.MethodType(_causal_conv, module)
             else:
                 continue
             patched.append(module)
