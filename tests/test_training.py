@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from iasa_core.audio import AudioClip
 from iasa_core.media import write_video
@@ -568,8 +570,18 @@ def test_distillation_copies_share_the_frozen_base_and_leave_the_teacher_unchang
 def test_precision_settings_are_checked():
     with pytest.raises(ConfigError, match="frozen_dtype bf16 needs run.precision bf16"):
         from_dict(TeacherConfig, {"run": {"frozen_dtype": "bf16"}})
-    with pytest.raises(ConfigError, match="run.precision must be"):
+    with pytest.raises(ConfigError, match="run.precision must be 'fp32', 'bf16' or 'auto'"):
         from_dict(TeacherConfig, {"run": {"precision": "fp8"}})
+    with pytest.raises(ConfigError, match="frozen_dtype bf16 needs run.precision bf16"):
+        from_dict(TeacherConfig, {"run": {"precision": "auto", "frozen_dtype": "bf16"}})
+    assert from_dict(TeacherConfig, {"run": {"precision": "auto"}}).run.precision == "auto"
+
+
+def test_embedded_configs_follow_the_cpu():
+    # the embedded recipe runs on any CPU: explicit bf16 would be emulated, ~80x slower, where it is not native
+    for name in ("teacher_embedded", "teacher_embedded_res", "teacher_embedded_widen", "distill_embedded"):
+        cfg = yaml.safe_load((Path(__file__).parents[1] / "training" / "configs" / f"{name}.yaml").read_text())
+        assert cfg["run"]["precision"] == "auto", name
 
 
 def test_bf16_run_with_bf16_frozen_weights_trains(dataset_root, tmp_path):

@@ -107,7 +107,7 @@ class RunConfig:
     grad_accum: int = 1
     seed: int = 0
     device: str = "auto"  # auto: cuda:<local rank> when CUDA is there, else cpu
-    precision: str = "fp32"  # fp32 | bf16 (autocast; master weights stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; master weights stay fp32) | auto (bf16 where it is native)
     frozen_dtype: str = "fp32"  # fp32 | bf16: storage of the weights that do not train (needs precision bf16)
     gradient_checkpointing: bool = False
     log_every: int = 10
@@ -116,9 +116,10 @@ class RunConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("precision", "frozen_dtype"):
-            if getattr(self, key) not in ("fp32", "bf16"):
-                raise ConfigError(f"run.{key} must be 'fp32' or 'bf16'; got {getattr(self, key)!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ConfigError(f"run.precision must be 'fp32', 'bf16' or 'auto'; got {self.precision!r}")
+        if self.frozen_dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"run.frozen_dtype must be 'fp32' or 'bf16'; got {self.frozen_dtype!r}")
         if self.frozen_dtype == "bf16" and self.precision != "bf16":
             raise ConfigError("run.frozen_dtype bf16 needs run.precision bf16 (autocast mixes the two dtypes)")
         if self.steps < 1 or self.grad_accum < 1 or self.log_every < 1 or self.save_every < 1:
