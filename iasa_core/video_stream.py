@@ -101,6 +101,7 @@ class VideoStream:
     denoiser_calls: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _used: bool = False
+    _setup_window_seconds: float = field(init=False, default=0.0)
     _sampling_seconds: float = 0.0
 
     @property
@@ -117,6 +118,10 @@ class VideoStream:
     def plans(self) -> list[dict[str, Any]]:
         """Summaries of the windows' sparse plans built so far (all of them once the stream is read)."""
         return self.conditioner.summaries
+
+    def __post_init__(self) -> None:
+        # windows built before the stream existed (the first, by stream_video) are in setup_seconds already
+        self._setup_window_seconds = self.conditioner.seconds
 
     def __len__(self) -> int:
         """Frames in the video."""
@@ -174,7 +179,7 @@ class VideoStream:
     def _finish_timings(self, producing: float) -> None:
         """Split the time spent making frames into conditioning, sampling and decoding."""
         sampling = self._sampling_seconds
-        window_conditioning = self.conditioner.seconds
+        window_conditioning = self.conditioner.seconds - self._setup_window_seconds  # built while producing
         # frames_s: the time spent making frames, without the reader's (a video writer's) between them
         self.timings = {"conditioning_s": self.setup_seconds + window_conditioning, "sampling_s": sampling,
                         "decode_s": max(0.0, producing - sampling - window_conditioning),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -249,6 +250,24 @@ def test_streamed_generation_is_bit_identical_to_whole_video_generation(tiny, op
     assert np.array_equal(got.frames, want)
     assert len(got.plans) == 4 and got.denoiser_calls == 4 * (4 if opt.sampler != "teacher" else 2)
     assert set(got.timings) == {"conditioning_s", "sampling_s", "decode_s", "frames_s", "total_s"}
+
+
+def test_timings_split_the_frame_time_once(tiny, monkeypatch):
+    # each window's pose features and plan count as conditioning exactly once, whether built before the stream
+    # existed (the first window) or while it is read; the three parts add up to the time spent making frames
+    from iasa_core.video_stream import WindowConditioner
+
+    build = WindowConditioner._build
+
+    def slow_build(self, i):
+        time.sleep(0.4)
+        return build(self, i)
+
+    monkeypatch.setattr(WindowConditioner, "_build", slow_build)
+    image, poses = _inputs(47)
+    t = generate_video(tiny, image, poses, GenerateOptions(window_frames=17, overlap_latents=2, top_k=1)).timings
+    assert abs(t["conditioning_s"] + t["sampling_s"] + t["decode_s"] - t["frames_s"]) < 1e-6
+    assert 4 * 0.4 <= t["conditioning_s"] < 4 * 0.4 + 0.35 and t["decode_s"] > 0  # counted twice: 5 * 0.4
 
 
 def test_bf16_streamed_generation_is_bit_identical(tiny):
