@@ -33,7 +33,7 @@ def test_training_precision_auto_follows_the_cpu(monkeypatch):
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
     monkeypatch.setattr(node_support, "cpu_has_native_bf16", lambda: False)
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    with pytest.warns(UserWarning, match="without native bf16.*set run.precision to auto or fp32"):
+    with pytest.warns(UserWarning, match="without native bf16.*set run.precision \\(or --precision\\) to auto or fp32"):
         assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
 
 

@@ -139,8 +139,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     from iasa_core.node_support import fast_bf16
 
     if precision == "bf16" and torch.device(device).type == "cpu" and not fast_bf16(device):
-        warnings.warn("run.precision bf16 on a CPU without native bf16 (AMX / AVX512-BF16): PyTorch emulates it, "
-                      "many times slower than float32; set run.precision to auto or fp32", stacklevel=2)
+        warnings.warn("bf16 precision on a CPU without native bf16 (AMX / AVX512-BF16): PyTorch emulates it, "
+                      "many times slower than float32; set run.precision (or --precision) to auto or fp32",
+                      stacklevel=2)
     if precision != "auto":
         return precision
     return "bf16" if fast_bf16(device) else "fp32"
