@@ -118,6 +118,12 @@ def test_init_model_sets_the_flag_on_a_warm_start(vae_file, tmp_path):
     assert warm.config.ref_every_frame
     source = load_student(src).denoiser.state_dict()
     assert all(torch.equal(v, source[k]) for k, v in warm.denoiser.state_dict().items())
+    # without --vae the model keeps its own VAE, latent statistics included
+    assert main(["--denoiser-from", str(src), "--ref-every-frame", "--out", str(tmp_path / "own.safetensors")]) == 0
+    own, old = load_student(tmp_path / "own.safetensors"), load_student(src)
+    assert own.config.ref_every_frame and own.config.vae == old.config.vae
+    assert all(torch.equal(v, old.vae.state_dict()[k]) for k, v in own.vae.state_dict().items())
+    assert main(["--out", str(tmp_path / "none.safetensors")]) == 2
 
 
 def test_init_model_refuses_a_vae_with_other_latent_channels(vae_file, tmp_path, monkeypatch):

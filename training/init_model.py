@@ -21,14 +21,17 @@ from iasa_core.model.system import DEFAULT_SPARSE, POSE_RENDER_KEYS, PoseWanSyst
 from training.train_vae import load_vae
 
 
-def init_model(preset: str, vae_path: str | Path, out: str | Path, *, seed: int = 0,
+def init_model(preset: str, vae_path: str | Path | None, out: str | Path, *, seed: int = 0,
                sparse: dict[str, Any] | None = None, shift: float = 3.0, pose_hidden: int | None = None,
                denoiser_from: str | Path | None = None, ref_every_frame: bool = False) -> Path:
     """Random ``preset`` weights with the trained VAE (and ``pose_hidden`` pose-encoder channels in place of the
     preset's); with ``denoiser_from``, that model file's denoiser, image encoder and pose drawing instead of random
     ones (a warm start on a new VAE's latents). ``ref_every_frame`` turns on ``config.ref_every_frame`` (the
-    reference latent in every frame's I2V condition). Returns the written path."""
-    vae, vae_config = load_vae(vae_path)
+    reference latent in every frame's I2V condition). ``vae_path`` None keeps ``denoiser_from``'s own VAE (and
+    so its latent space: the students' latent cache stays valid). Returns the written path."""
+    if vae_path is None and denoiser_from is None:
+        raise ValueError("give a VAE (--vae, from python -m training.train_vae), or --denoiser-from to keep that "
+                         "model's own VAE")
     if denoiser_from is not None:
         if pose_hidden is not None:
             raise ValueError("pose_hidden applies to a random denoiser; widen an existing one with "
@@ -42,14 +45,17 @@ def init_model(preset: str, vae_path: str | Path, out: str | Path, *, seed: int 
             if pose_hidden < 1:
                 raise ValueError(f"pose_hidden must be >= 1; got {pose_hidden}")
             config.pose_hidden = pose_hidden
-    if vae_config.get("z_dim") != config.vae.get("z_dim"):
-        raise ValueError(f"{vae_path} has z_dim {vae_config.get('z_dim')} but {source} needs "
-                         f"{config.vae.get('z_dim')}")
-    config.vae = vae_config
+    if vae_path is not None:
+        vae, vae_config = load_vae(vae_path)
+        if vae_config.get("z_dim") != config.vae.get("z_dim"):
+            raise ValueError(f"{vae_path} has z_dim {vae_config.get('z_dim')} but {source} needs "
+                             f"{config.vae.get('z_dim')}")
+        config.vae = vae_config
     config.ref_every_frame = config.ref_every_frame or ref_every_frame
     if denoiser_from is None:
         system = PoseWanSystem.random(config, seed=seed)
-    system.vae = vae.eval()
+    if vae_path is not None:
+        system.vae = vae.eval()
     system.schedule = {"kind": "teacher", "steps": 50, "guidance": 3.0, "shift": shift, **pose_keys}
     system.sparse = dict(DEFAULT_SPARSE, **(sparse or {}))
     return save_student(system, out)
@@ -60,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.init_model", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu-small")
-    p.add_argument("--vae", required=True, help="vae.safetensors from python -m training.train_vae")
+    p.add_argument("--vae", default=None, help="vae.safetensors from python -m training.train_vae (default with "
+                                                "--denoiser-from: that model's own VAE)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shift", type=float, default=3.0, help="timestep shift stored as the model's default")
