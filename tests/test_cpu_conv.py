@@ -76,8 +76,7 @@ def test_vae_and_pose_encoder_never_fall_to_the_slow_kernel():
     torch.manual_seed(0)
     vae = AutoencoderKLWan(**get_preset("cpu-small").vae).eval()
     encoder = PoseVideoEncoder(out_dim=32, hidden=16).eval()
-    assert _slow_kernel_calls(lambda: torch.nn.functional.conv3d(torch.randn(1, 8, 6, 40, 40),
-                                                                 torch.randn(8, 8, 3, 3, 3))), \
+    assert _slow_kernel_calls(lambda: F.conv3d(torch.randn(1, 8, 6, 40, 40), torch.randn(8, 8, 3, 3, 3))), \
         "PyTorch no longer picks its slow kernel here: this test must find another shape"
     with torch.no_grad():
         assert _slow_kernel_calls(lambda: decode_latents(vae, torch.randn(1, 16, 6, 5, 5), segment=4)) == []
