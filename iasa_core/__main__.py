@@ -140,9 +140,13 @@ def cmd_bench(args) -> int:
         from .bench.quality import bench_quality, default_rows, format_table
 
         models = {k: v for k, v in (("teacher", args.teacher), ("dmd", args.dmd), ("student", args.student)) if v}
+        only = [k.strip() for k in args.rows.split(",") if k.strip()] if args.rows is not None else None
+        try:
+            rows = default_rows(**models, only=only) if models or only is not None else None
+        except ValueError as e:
+            raise CliError(str(e)) from None
         result = bench_quality(clips=args.clips, seconds=args.seconds, teacher_steps=args.teacher_steps,
-                               device=args.device, dtype=args.dtype, sheet=args.sheet,
-                               rows=default_rows(**models) if models else None)
+                               device=args.device, dtype=args.dtype, sheet=args.sheet, rows=rows)
         print(format_table(result))
     elif args.what == "vae":
         import torch
@@ -227,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, default in (("teacher", "embedded-teacher"), ("dmd", "embedded-dmd"), ("student", "embedded")):
         b.add_argument(f"--{name}", help=f"`quality`: the model (name or .safetensors file) of the {name} rows "
                                          f"(default {default}), e.g. a training run's before export")
+    b.add_argument("--rows", help="`quality`: only these rows, comma-separated, from "
+                                  "floor,teacher,teacher-global,teacher-iasa,dmd,student,student-global (default all)")
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 

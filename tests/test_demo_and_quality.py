@@ -160,3 +160,26 @@ def test_bench_quality_takes_model_files_for_its_rows(monkeypatch):
     assert main(["bench", "quality", "--dmd", "d.safetensors"]) == 0
     assert [r.model for r in seen[0]][4:] == ["d.safetensors", "embedded", "embedded"]
     assert main(["bench", "quality"]) == 0 and seen[1] is None  # no files given: the embedded models
+
+
+def test_bench_quality_rows_pick_lines_of_the_table(monkeypatch, capsys):
+    import iasa_core.bench.quality as quality
+
+    rows = quality.default_rows(teacher="t.safetensors", only=["teacher", "floor"])
+    assert [r.name for r in rows] == [quality.COPY_ROW.name, "teacher, many-step, dense"]  # the table's order
+    assert rows[1].model == "t.safetensors" and not rows[1].sparse
+    assert len(quality.default_rows(only=list(quality.ROW_KEYS))) == len(quality.default_rows())
+    with pytest.raises(ValueError, match=r"unknown \['teacher-dense'\]; choose from floor, teacher"):
+        quality.default_rows(only=["teacher-dense"])
+    seen = []
+    monkeypatch.setattr(quality, "bench_quality", lambda **kw: seen.append(kw["rows"]) or {"rows": []})
+    monkeypatch.setattr(quality, "format_table", lambda result: "")
+    assert main(["bench", "quality", "--rows", "floor, student-global"]) == 0
+    assert [(r.model, r.local) for r in seen[0]] == [("", True), ("embedded", False)]
+    assert main(["bench", "quality", "--rows", "dmd,nope"]) == 2
+    assert "unknown ['nope']" in capsys.readouterr().err
+    assert main(["bench", "quality", "--rows", ""]) == 2
+    assert "empty list" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert ",".join(quality.ROW_KEYS) in "".join(capsys.readouterr().out.split())  # the help lists every key

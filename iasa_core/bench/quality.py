@@ -36,15 +36,17 @@ class QualityRow:
 
 
 COPY_ROW = QualityRow("copy the reference frame (floor)", "", "copy", sparse=False)
+# Short names of the table's rows, in its order (`bench quality --rows`).
+ROW_KEYS = ("floor", "teacher", "teacher-global", "teacher-iasa", "dmd", "student", "student-global")
 
 
-def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", student: str = "embedded"
-                 ) -> list[QualityRow]:
+def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", student: str = "embedded",
+                 only: list[str] | tuple[str, ...] | None = None) -> list[QualityRow]:
     """The floor (the reference repeated: a model that does not move), then the paper's Table 2 rows.
 
     The three models default to the embedded ones; model files (e.g. a training run's, before export) may
-    stand in for any of them."""
-    return [
+    stand in for any of them. ``only``: the rows of these ``ROW_KEYS``, in the table's order."""
+    rows = [
         COPY_ROW,
         QualityRow("teacher, many-step, dense", teacher, "teacher", sparse=False),
         QualityRow("+ global mask", teacher, "teacher", sparse=True, local=False),
@@ -54,6 +56,13 @@ def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", s
         # Where the local (same-region) rule costs: the same student with only the global top-K frame mask.
         QualityRow("ours with the global mask only", student, "student", sparse=True, local=False),
     ]
+    if only is None:
+        return rows
+    unknown = [k for k in only if k not in ROW_KEYS]
+    if unknown or not only:
+        raise ValueError(f"bench quality rows: unknown {unknown or 'empty list'}; choose from {', '.join(ROW_KEYS)}, "
+                         f"comma-separated (e.g. floor,teacher)")
+    return [row for key, row in zip(ROW_KEYS, rows, strict=True) if key in only]
 
 
 def heldout_clips(count: int, seconds: float, size: int = 128, seed: int = HELDOUT_SEED) -> list[Any]:
