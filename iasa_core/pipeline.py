@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from . import validate
+from .face_restore import FaceRestorer
 from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
 from .pose.render import RenderStyle, render_poses_tensor
@@ -55,6 +56,8 @@ class GenerateOptions:
     allow_large_size: bool = False       # sizes above validate.PIXEL_BUDGET are refused unless this is set
     anchor_first: bool = True             # latent frame 0 lands on the reference image's own latent (the video
                                           # starts from the photo); False leaves that frame to the model
+    face_restore: bool | None = None      # warp the reference photo's face onto every frame (``face_restore``);
+                                          # None: the model's stored setting (on for the embedded models only)
 
 
 @dataclass
@@ -234,6 +237,9 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     conditioner.get(0)
     stage(3)
 
+    restore = system.schedule.get("face_restore", False) if opt.face_restore is None else opt.face_restore
+    restorer = FaceRestorer(image, keypoints[0], min_score=float(sp.get("min_score", 0.3))) if restore else None
+
     generator = torch.Generator().manual_seed(int(opt.seed))
     h, w = hw[0] // 8, hw[1] // 8
     z = system.config.transformer["out_channels"]
@@ -247,4 +253,5 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
                        num_frames=len(poses), fps=float(poses.fps), started=t_start,
                        setup_seconds=time.perf_counter() - t_start, callback=callback, cancel=cancel,
                        check=validate.finite_latents,  # NaN latents would decode to an all-black video, exit 0
-                       anchor=condition.y[:1, 4:, :1].clone() if opt.anchor_first else None)
+                       anchor=condition.y[:1, 4:, :1].clone() if opt.anchor_first else None,
+                       restorer=restorer if restorer is not None and restorer.usable else None)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .face_restore import FaceRestorer
 from .model.pose_wan import Condition, PoseFeatures, drop_pose
 from .model.sparse_patch import sparse_attention_enabled
 from .model.system import PoseWanSystem
@@ -98,11 +99,13 @@ class VideoStream:
     cancel: Callable[[], bool] | None = None
     check: Callable[[torch.Tensor], None] | None = None  # sees each piece of clean latents before it is decoded
     anchor: torch.Tensor | None = None  # (1, z, 1, h, w) clean latent of frame 0 (the reference image) to land on
+    restorer: FaceRestorer | None = None  # the reference face warped onto each decoded frame (``face_restore``)
     denoiser_calls: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _used: bool = False
     _setup_window_seconds: float = field(init=False, default=0.0)
     _sampling_seconds: float = 0.0
+    _restore_seconds: float = 0.0
 
     @property
     def height(self) -> int:
@@ -151,10 +154,16 @@ class VideoStream:
         while left > 0:
             t0 = time.perf_counter()
             chunk = next(frames, None)
-            producing += time.perf_counter() - t0
             if chunk is None:
+                producing += time.perf_counter() - t0
                 break
             chunk = chunk[:left]  # the poses were padded to 4n+1 frames
+            if self.restorer is not None:
+                t1 = time.perf_counter()
+                at = self.num_frames - left
+                chunk = self.restorer.restore(chunk, self.conditioner.keypoints[at:at + len(chunk)])
+                self._restore_seconds += time.perf_counter() - t1
+            producing += time.perf_counter() - t0
             left -= len(chunk)
             yield chunk
         frames.close()
@@ -177,10 +186,11 @@ class VideoStream:
         return out
 
     def _finish_timings(self, producing: float) -> None:
-        """Split the time spent making frames into conditioning, sampling and decoding."""
-        sampling = self._sampling_seconds
+        """Split the time spent making frames into conditioning, sampling, decoding and face restoration."""
+        sampling, restore = self._sampling_seconds, self._restore_seconds
         window_conditioning = self.conditioner.seconds - self._setup_window_seconds  # built while producing
         # frames_s: the time spent making frames, without the reader's (a video writer's) between them
         self.timings = {"conditioning_s": self.setup_seconds + window_conditioning, "sampling_s": sampling,
-                        "decode_s": max(0.0, producing - sampling - window_conditioning),
+                        "decode_s": max(0.0, producing - sampling - window_conditioning - restore),
+                        "restore_s": restore,
                         "frames_s": self.setup_seconds + producing, "total_s": time.perf_counter() - self.started}

@@ -64,6 +64,13 @@ class IASASampler:
                     "default": True,
                     "tooltip": "The first frame lands on the reference image itself (through the VAE), so the "
                                "video starts from the photo; off lets the model draw the first frame too."}),
+                # appended last: saved workflows fill their widget values in order
+                "face_restore": (["auto", "on", "off"], {  # iasa_core.face_restore.FACE_RESTORE_CHOICES
+                    "default": "auto",
+                    "tooltip": "Warp the reference photo's face onto every frame: the head follows the face "
+                               "points and the mouth opens with the lips'. auto = the model's own setting (on for "
+                               "the embedded models, whose small VAE loses a face's detail); off = the model's "
+                               "frames untouched."}),
             },
         }
 
@@ -91,10 +98,11 @@ class IASASampler:
         return True
 
     def sample(self, model, reference_image, poses, sampler="auto", steps=0, seed=0, backend="auto", sparse=True,
-               plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True):
+               plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True, face_restore="auto"):
         import torch
 
         from iasa_core import validate
+        from iasa_core.face_restore import face_restore_setting
         from iasa_core.media import load_image
         from iasa_core.node_support import apply_plan_settings, sequence_from_pose_keypoint
         from iasa_core.pipeline import GenerateOptions, fit_poses, generate_video, video_size
@@ -109,7 +117,8 @@ class IASASampler:
                                   seed=validate.seed(seed, "seed"), sparse=bool(sparse), backend=backend,
                                   window_frames=validate.whole(window_frames, "window_frames", low=5),
                                   overlap_latents=validate.whole(overlap, "overlap", low=1),
-                                  anchor_first=bool(start_from_image))
+                                  anchor_first=bool(start_from_image),
+                                  face_restore=face_restore_setting(face_restore))
         validate.generate_options(options, INPUT_NAMES)
         image = load_image(reference_image, name="reference_image")
         validate.reference_image(image.shape, "reference_image")

@@ -153,12 +153,13 @@ def test_bench_quality_takes_model_files_for_its_rows(monkeypatch):
 
     rows = quality.default_rows(teacher="t.safetensors", student="s.safetensors")
     assert [r.model for r in rows] == ["", "t.safetensors", "t.safetensors", "t.safetensors", "embedded-dmd",
-                                       "s.safetensors", "s.safetensors"]
+                                       "s.safetensors", "s.safetensors", "s.safetensors"]
+    assert [r.face_restore for r in rows] == [False] * 6 + [True, False]  # the model rows show the model alone
     seen = []
     monkeypatch.setattr(quality, "bench_quality", lambda **kw: seen.append(kw["rows"]) or {"rows": []})
     monkeypatch.setattr(quality, "format_table", lambda result: "")
     assert main(["bench", "quality", "--dmd", "d.safetensors"]) == 0
-    assert [r.model for r in seen[0]][4:] == ["d.safetensors", "embedded", "embedded"]
+    assert [r.model for r in seen[0]][4:] == ["d.safetensors", "embedded", "embedded", "embedded"]
     assert main(["bench", "quality"]) == 0 and seen[1] is None  # no files given: the embedded models
 
 

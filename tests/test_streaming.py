@@ -249,7 +249,7 @@ def test_streamed_generation_is_bit_identical_to_whole_video_generation(tiny, op
     assert got.frames.shape == want.shape == (47, H, W, 3)
     assert np.array_equal(got.frames, want)
     assert len(got.plans) == 4 and got.denoiser_calls == 4 * (4 if opt.sampler != "teacher" else 2)
-    assert set(got.timings) == {"conditioning_s", "sampling_s", "decode_s", "frames_s", "total_s"}
+    assert set(got.timings) == {"conditioning_s", "sampling_s", "decode_s", "restore_s", "frames_s", "total_s"}
 
 
 def test_timings_split_the_frame_time_once(tiny, monkeypatch):
@@ -270,7 +270,7 @@ def test_timings_split_the_frame_time_once(tiny, monkeypatch):
     image, poses = _inputs(47)
     t = generate_video(tiny, image, poses, GenerateOptions(window_frames=17, overlap_latents=2, top_k=1)).timings
     assert len(builds) == 4
-    assert abs(t["conditioning_s"] + t["sampling_s"] + t["decode_s"] - t["frames_s"]) < 1e-6
+    assert abs(t["conditioning_s"] + t["sampling_s"] + t["decode_s"] + t["restore_s"] - t["frames_s"]) < 1e-6
     assert sum(builds) <= t["conditioning_s"] < sum(builds) + builds[0] and t["decode_s"] > 0
 
 

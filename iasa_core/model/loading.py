@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import is_student_file, load_student
-from .embedded import EMBEDDED_MODELS, embedded_path
+from .embedded import EMBEDDED_MODELS, EMBEDDED_SCHEDULE, embedded_path
 from .pose_wan import PoseWanTransformer
 from .presets import PRESETS, PoseWanConfig, get_preset
 from .resolve import resolve_model_dir, resolve_model_file
@@ -147,6 +147,8 @@ def load_model(spec: str | os.PathLike, *, search_dirs: Iterable[str | os.PathLi
     text = str(spec)
     if text in EMBEDDED_MODELS:
         system = load_student(embedded_path(text))
+        for key, value in EMBEDDED_SCHEDULE.items():
+            system.schedule.setdefault(key, value)
     elif text in PRESETS:
         system = PoseWanSystem.random(get_preset(text), seed=seed)
     else:

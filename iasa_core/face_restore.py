@@ -1,0 +1,192 @@
+"""Reference face restoration: the reference photo's face, warped onto every generated frame's face keypoints.
+
+A small model's VAE cannot carry a face's detail (the embedded VAE turns the bundled character's face into a
+blob even on frame 0, the reference itself: eyes, nose and mouth are gone at 27.6 dB). The keypoints say
+exactly where each frame's face is and how its mouth opens, and the reference photo holds the face's detail.
+So each frame's head gets the reference head warped piecewise-affinely over a triangulation of the 68 face
+points (plus the brows raised over the forehead and hair): the head follows the face points, the jaw and lips
+follow theirs, so the mouth opens and closes with the speech. A feathered mask blends it into the generated
+frame; the body, arms and hands stay the model's.
+
+A frame whose face points are not all visible is left as generated, and a frame whose triangulation folds
+over on more than a quarter of its area (a head turned towards profile) gets the reference head moved by the
+best similarity transform instead.
+This is a post-process of the decoded frames, on by default for the embedded models only (their schedule's
+``face_restore``); a model whose VAE keeps faces has no need of it and would lose its own expressions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .pose import layout as L  # light: the command line imports this module for its flag (scipy loads on use)
+
+FACE = np.asarray(L.FACE)
+BROWS = np.asarray(range(L.FACE[0] + 17, L.FACE[0] + 27))  # the 68-point face's 17..26
+CHIN = L.FACE[0] + 8
+FOREHEAD_RAISE = 0.6  # the brows moved up by this share of the chin-to-brows distance cover forehead and hair
+FEATHER = 0.04        # the blend's Gaussian sigma as a share of that distance (at least MIN_FEATHER px)
+MIN_FEATHER = 0.7
+# The switch as the CLI and the nodes show it: auto is the model's own setting (on for the embedded models).
+FACE_RESTORE_CHOICES = {"auto": None, "on": True, "off": False}
+FACE_RESTORE_HELP = ("warp the reference photo's face onto every frame (the head follows the face points, the mouth "
+                     "opens with the lips'): auto = the model's own setting, on for the embedded models, whose small "
+                     "VAE loses a face's detail; off = the model's frames untouched")
+FOLD_LIMIT = 0.25     # share of the mesh's area flipped over beyond which only the similarity is used
+GROW = 1              # pixels the mesh mask is grown by before the feather, so the outline itself is pasted
+
+
+def face_restore_setting(value: str, name: str = "face_restore") -> bool | None:
+    """``auto`` / ``on`` / ``off`` -> None (the model's own), True, False; anything else is a clear error."""
+    if value not in FACE_RESTORE_CHOICES:
+        raise ValueError(f"{name} must be one of {', '.join(FACE_RESTORE_CHOICES)}; got {value!r}")
+    return FACE_RESTORE_CHOICES[value]
+
+
+def head_points(kp: np.ndarray) -> np.ndarray:
+    """The 68 face points and the 10 brow points raised over the forehead (78, 2), from WholeBody (133, 3)."""
+    face = np.asarray(kp, dtype=np.float64)[FACE, :2]
+    brows = np.asarray(kp, dtype=np.float64)[BROWS, :2]
+    up = brows.mean(0) - np.asarray(kp, dtype=np.float64)[CHIN, :2]  # the face's own up: a tilted head tilts it
+    return np.concatenate([face, brows + FOREHEAD_RAISE * up])
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[complex, np.ndarray, np.ndarray]:
+    """Least-squares similarity dst ~ a (src - src mean) + dst mean, as (a, dst mean, src mean); a is complex."""
+    ms, md = src.mean(0), dst.mean(0)
+    zs = (src[:, 0] - ms[0]) + 1j * (src[:, 1] - ms[1])
+    zd = (dst[:, 0] - md[0]) + 1j * (dst[:, 1] - md[1])
+    den = np.vdot(zs, zs).real
+    return (complex(np.vdot(zs, zd) / den) if den > 1e-12 else 1.0 + 0j), md, ms
+
+
+def _signed_areas(pts: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    a, b, c = pts[tri[:, 0]], pts[tri[:, 1]], pts[tri[:, 2]]
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+
+@dataclass
+class FaceRestorer:
+    """Warps the reference image's head onto frames, given each frame's WholeBody keypoints in its pixels."""
+
+    reference: np.ndarray      # (H, W, 3) uint8, the size of the frames
+    ref_keypoints: np.ndarray  # (133, 3) the reference image's pose, in its pixels
+    min_score: float = 0.3
+    frames_restored: int = 0   # counters, for the caller's report
+    frames_skipped: int = 0
+    _src: np.ndarray = field(init=False, repr=False)
+    _tri: np.ndarray = field(init=False, repr=False)
+    _ref_f32: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ref = np.asarray(self.reference)
+        if ref.ndim != 3 or ref.shape[2] != 3 or ref.dtype != np.uint8:
+            raise ValueError(f"face restore: the reference image must be (height, width, 3) uint8; got "
+                             f"{ref.shape} {ref.dtype}")
+        kp = np.asarray(self.ref_keypoints, dtype=np.float64)
+        if kp.shape != (L.NUM_KEYPOINTS, 3):
+            raise ValueError(f"face restore: the reference keypoints must be ({L.NUM_KEYPOINTS}, 3) COCO-WholeBody "
+                             f"x, y, score; got {kp.shape}")
+        from scipy.spatial import Delaunay
+
+        self._ref_f32 = ref.astype(np.float32)
+        self._tri = np.zeros((0, 3), dtype=np.int64)
+        if self._face_visible(kp):
+            self._src = head_points(kp)
+            try:
+                self._tri = Delaunay(self._src).simplices.astype(np.int64)
+            except Exception:  # degenerate (all points on a line): nothing to warp
+                self._tri = np.zeros((0, 3), dtype=np.int64)
+            if len(self._tri):  # a consistent orientation, so that a flip in a frame shows as a sign change
+                flip = _signed_areas(self._src, self._tri) < 0
+                self._tri[flip] = self._tri[flip][:, [0, 2, 1]]
+
+    @property
+    def usable(self) -> bool:
+        """Whether the reference shows a whole face (otherwise every frame is left as generated)."""
+        return len(self._tri) > 0
+
+    def _face_visible(self, kp: np.ndarray) -> bool:
+        s = kp[FACE, 2]
+        return bool(np.isfinite(kp[FACE]).all() and (s > 0).all() and (s >= self.min_score).all())
+
+    def restore(self, frames: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        """Frames (T, H, W, 3) uint8 with the reference head blended in where each frame's face is visible."""
+        frames = np.asarray(frames)
+        keypoints = np.asarray(keypoints, dtype=np.float64)
+        if frames.ndim != 4 or frames.shape[1:] != self.reference.shape or frames.dtype != np.uint8:
+            raise ValueError(f"face restore: frames must be (T, {', '.join(map(str, self.reference.shape))}) uint8 "
+                             f"like the reference; got {frames.shape} {frames.dtype}")
+        if keypoints.shape != (len(frames), L.NUM_KEYPOINTS, 3):
+            raise ValueError(f"face restore: {len(frames)} frames need keypoints ({len(frames)}, "
+                             f"{L.NUM_KEYPOINTS}, 3); got {keypoints.shape}")
+        out = frames.copy()
+        for t in range(len(frames)):
+            if self.usable and self._face_visible(keypoints[t]):
+                self._blend(out[t], head_points(keypoints[t]))
+                self.frames_restored += 1
+            else:
+                self.frames_skipped += 1
+        return out
+
+    def _blend(self, frame: np.ndarray, dst: np.ndarray) -> None:
+        """Blend the warped reference head into one frame (in place)."""
+        from scipy import ndimage
+
+        H, W = frame.shape[:2]
+        size = float(np.linalg.norm(dst[len(FACE):].mean(0) - dst[CHIN - FACE[0]])) / (1 + FOREHEAD_RAISE)
+        sigma = max(FEATHER * size, MIN_FEATHER)
+        pad = int(math.ceil(3 * sigma)) + 1
+        x0, y0 = (max(int(math.floor(v)) - pad, 0) for v in dst.min(0))
+        x1, y1 = (min(int(math.ceil(v)) + pad + 1, n) for v, n in zip(dst.max(0), (W, H), strict=True))
+        if x0 >= x1 or y0 >= y1:
+            return
+        ys, xs = np.mgrid[y0:y1, x0:x1]
+        pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+        src_xy, inside = self._source_coords(pts, dst)
+        warped = np.stack([ndimage.map_coordinates(self._ref_f32[..., c], [src_xy[:, 1], src_xy[:, 0]], order=1,
+                                                   mode="nearest") for c in range(3)], -1)
+        # the mask is built on a margin of zeros, so the feather fades out inside the box
+        mask = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), dtype=np.float32)
+        mask[pad:-pad, pad:-pad] = inside.reshape(y1 - y0, x1 - x0)
+        if GROW:
+            mask = ndimage.binary_dilation(mask, iterations=GROW).astype(np.float32)
+        mask = ndimage.gaussian_filter(mask, sigma, mode="constant")[pad:-pad, pad:-pad].reshape(-1, 1)
+        region = frame[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
+        blended = mask * warped + (1.0 - mask) * region
+        frame[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8).reshape(y1 - y0, x1 - x0, 3)
+
+    def _source_coords(self, pts: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each frame pixel (N, 2) reads the reference (x, y), and whether it lies on the frame's head mesh."""
+        tri, src = self._tri, self._src
+        a, md, ms = similarity(src, dst)
+        z = ((pts[:, 0] - md[0]) + 1j * (pts[:, 1] - md[1])) / a
+        coords = np.stack([z.real + ms[0], z.imag + ms[1]], -1)  # off the mesh: the similarity, for the feather
+        areas = _signed_areas(dst, tri)
+        if areas[areas < 0].sum() < -FOLD_LIMIT * np.abs(areas).sum():
+            # folded over (a head turned towards profile): the reference mesh moved by the similarity alone
+            z = a * ((src[:, 0] - ms[0]) + 1j * (src[:, 1] - ms[1]))
+            dst = np.stack([z.real + md[0], z.imag + md[1]], -1)
+            areas = _signed_areas(dst, tri)
+        # a sliver flipped by a small motion still maps its pixels (the signed area keeps u, v right); only
+        # triangles without area are left out
+        areas = np.where(np.abs(areas) > 1e-9, areas, np.nan)
+        p0, p1, p2 = dst[tri[:, 0]], dst[tri[:, 1]], dst[tri[:, 2]]
+        v0, v1 = p1 - p0, p2 - p0
+        # barycentric (u, v) of every pixel in every triangle as two products with (x, y, 1): u = cross(p - p0, v1)
+        # / area, v = cross(v0, p - p0) / area, each linear in the pixel's x and y
+        cu = np.stack([v1[:, 1], -v1[:, 0], p0[:, 1] * v1[:, 0] - p0[:, 0] * v1[:, 1]]) / areas
+        cv = np.stack([-v0[:, 1], v0[:, 0], p0[:, 0] * v0[:, 1] - p0[:, 1] * v0[:, 0]]) / areas
+        ph = np.concatenate([pts, np.ones((len(pts), 1))], axis=1)
+        u, v = ph @ cu, ph @ cv                                                 # (N, K)
+        eps = 1e-9
+        hit = (u >= -eps) & (v >= -eps) & (u + v <= 1 + eps)
+        inside = hit.any(1)
+        n = np.flatnonzero(inside)
+        k = hit[n].argmax(1)
+        s0, s1, s2 = src[tri[k, 0]], src[tri[k, 1]], src[tri[k, 2]]
+        coords[n] = s0 + u[n, k, None] * (s1 - s0) + v[n, k, None] * (s2 - s0)
+        return coords, inside

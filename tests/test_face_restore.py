@@ -1,0 +1,222 @@
+"""Reference face restoration (iasa_core/face_restore.py): the warp is exact, the blend stays on the head, and the
+switch reaches the pipeline, the command line, the node and the embedded models' defaults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from iasa_core.face_restore import FACE, FaceRestorer, face_restore_setting, head_points
+from iasa_core.pose import layout as L
+from iasa_core.pose.synthetic import synthetic_keypoints
+
+H = W = 96
+
+
+def _reference(seed: int = 0) -> np.ndarray:
+    """A smooth random picture (bilinear sampling of it is close to its pixels)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(ndimage.zoom(rng.random((12, 12, 3)) * 255, (8, 8, 1), order=1), 0, 255).astype(np.uint8)
+
+
+def _pose() -> np.ndarray:
+    kp = synthetic_keypoints(1, H, W, seed=3)[0].astype(np.float64)
+    assert (kp[FACE, 2] > 0.3).all()
+    return kp
+
+
+def _moved(kp: np.ndarray, a: complex, shift: tuple[float, float]) -> np.ndarray:
+    """Every point moved by the similarity z -> a (z - c) + c + shift, c the face centre."""
+    out = kp.copy()
+    c = kp[FACE, :2].mean(0)
+    z = a * ((kp[:, 0] - c[0]) + 1j * (kp[:, 1] - c[1]))
+    out[:, 0], out[:, 1] = z.real + c[0] + shift[0], z.imag + c[1] + shift[1]
+    return out
+
+
+def _core(kp: np.ndarray, margin: float = 2.5) -> np.ndarray:
+    """Pixels well inside the head mesh (the feather does not reach them)."""
+    from scipy.spatial import Delaunay
+
+    pts = head_points(kp)
+    ys, xs = np.mgrid[0:H, 0:W]
+    inside = Delaunay(pts).find_simplex(np.stack([xs.ravel(), ys.ravel()], -1)) >= 0
+    inside = inside.reshape(H, W)
+    return ndimage.binary_erosion(inside, iterations=int(np.ceil(margin))) if margin > 0 else inside
+
+
+def test_a_still_face_is_the_reference_itself():
+    ref, kp = _reference(), _pose()
+    restorer = FaceRestorer(ref, kp)
+    frames = np.zeros((2, H, W, 3), dtype=np.uint8)
+    out = restorer.restore(frames, np.stack([kp, kp]))
+    core = _core(kp)
+    assert core.sum() > 150
+    assert np.array_equal(out[:, core], np.broadcast_to(ref[core], out[:, core].shape))
+    # far from the head nothing changes
+    far = ~ndimage.binary_dilation(_core(kp, 0), iterations=6)
+    assert np.array_equal(out[:, far], frames[:, far])
+    assert (restorer.frames_restored, restorer.frames_skipped) == (2, 0)
+    assert not frames.any()  # the input is not written to
+
+
+def test_a_moved_head_carries_the_reference_along():
+    ref, kp = _reference(1), _pose()
+    restorer = FaceRestorer(ref, kp)
+    a = 1.15 * np.exp(1j * np.deg2rad(12.0))
+    moved = _moved(kp, a, (4.0, -3.0))
+    out = restorer.restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    # the expected picture: each pixel reads the reference through the inverse similarity, bilinearly
+    c = kp[FACE, :2].mean(0)
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+    z = ((xs - c[0] - 4.0) + 1j * (ys - c[1] + 3.0)) / a
+    want = np.stack([ndimage.map_coordinates(ref[..., k].astype(np.float32), [z.imag + c[1], z.real + c[0]],
+                                             order=1, mode="nearest") for k in range(3)], -1)
+    core = _core(moved)
+    diff = np.abs(out[core].astype(np.int32) - np.rint(want[core]).astype(np.int32))
+    assert core.sum() > 150 and diff.max() <= 1
+
+
+def test_the_mouth_opens_with_the_lips():
+    # lower lip and jaw lowered: the pixels between the lips stretch, those above the mouth stay
+    ref, kp = _reference(2), _pose()
+    opened = kp.copy()
+    lower = [i for i in L.FACE_JAW[5:12]] + [L.OUTER_LIPS[j] for j in range(7, 12)] + [88, 89, 90]
+    opened[lower, 1] += 3.0
+    out = FaceRestorer(ref, kp).restore(np.zeros((1, H, W, 3), dtype=np.uint8), opened[None])[0]
+    eyes = kp[L.FACE[36]:L.FACE[48], :2]
+    y0, y1 = int(eyes[:, 1].min()) - 1, int(eyes[:, 1].max()) + 2
+    x0, x1 = int(eyes[:, 0].min()), int(eyes[:, 0].max()) + 1
+    assert np.array_equal(out[y0:y1, x0:x1], ref[y0:y1, x0:x1])  # the eyes did not move
+    chin = kp[L.FACE[8], :2]
+    x, y = int(round(chin[0])), int(round(chin[1])) - 2
+    assert np.abs(out[y + 3].astype(int) - ref[y].astype(int))[x].max() <= 2  # the chin moved down 3 pixels
+
+
+def test_frames_without_a_face_are_left_alone():
+    ref, kp = _reference(), _pose()
+    hidden = kp.copy()
+    hidden[FACE[10], 2] = 0.1  # one face point below the score
+    frames = np.full((2, H, W, 3), 77, dtype=np.uint8)
+    restorer = FaceRestorer(ref, kp)
+    out = restorer.restore(frames, np.stack([hidden, kp]))
+    assert np.array_equal(out[0], frames[0]) and not np.array_equal(out[1], frames[1])
+    assert (restorer.frames_restored, restorer.frames_skipped) == (1, 1)
+    faceless = FaceRestorer(ref, hidden)
+    assert not faceless.usable
+    assert np.array_equal(faceless.restore(frames, np.stack([kp, kp])), frames)
+
+
+def test_a_folded_face_falls_back_to_the_similarity():
+    ref, kp = _reference(), _pose()
+    folded = kp.copy()
+    c = kp[FACE, :2].mean(0)
+    folded[FACE, 0] = c[0] - 0.3 * (kp[FACE, 0] - c[0])  # mirrored and squeezed: a head turned past profile
+    restorer = FaceRestorer(ref, kp)
+    out = restorer.restore(np.zeros((1, H, W, 3), dtype=np.uint8), folded[None])
+    assert restorer.frames_restored == 1 and out.any()
+
+
+def test_bad_inputs_are_named():
+    ref, kp = _reference(), _pose()
+    with pytest.raises(ValueError, match=r"reference image must be \(height, width, 3\) uint8"):
+        FaceRestorer(ref.astype(np.float32), kp)
+    with pytest.raises(ValueError, match=r"reference keypoints must be \(133, 3\)"):
+        FaceRestorer(ref, kp[:17])
+    restorer = FaceRestorer(ref, kp)
+    with pytest.raises(ValueError, match=r"frames must be \(T, 96, 96, 3\) uint8"):
+        restorer.restore(np.zeros((1, H, W + 1, 3), dtype=np.uint8), kp[None])
+    with pytest.raises(ValueError, match=r"2 frames need keypoints \(2, 133, 3\)"):
+        restorer.restore(np.zeros((2, H, W, 3), dtype=np.uint8), kp[None])
+    assert [face_restore_setting(v) for v in ("auto", "on", "off")] == [None, True, False]
+    with pytest.raises(ValueError, match=r"--face-restore must be one of auto, on, off; got 'yes'"):
+        face_restore_setting("yes", "--face-restore")
+
+
+@pytest.fixture(scope="module")
+def tiny_system():
+    from iasa_core.model.presets import get_preset
+    from iasa_core.model.system import PoseWanSystem
+
+    return PoseWanSystem.random(get_preset("tiny"), seed=0)
+
+
+def _gen_inputs(frames: int = 13):
+    from iasa_core.pose.sequence import PoseSequence
+
+    return _reference(5)[:64, :64].copy(), PoseSequence(synthetic_keypoints(frames, 64, 64, seed=1), 64, 64, fps=25.0)
+
+
+def test_generation_restores_the_face_only_when_asked(tiny_system):
+    from iasa_core.pipeline import GenerateOptions, fit_poses, generate_video, stream_video
+
+    image, poses = _gen_inputs()
+    raw = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1))
+    assert raw.timings["restore_s"] == 0.0  # the tiny preset stores no face_restore: off
+    on = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1,
+                                                                   face_restore=True))
+    kp = fit_poses(poses, image.shape[:2], image.shape[:2])
+    want = FaceRestorer(image, kp[0]).restore(raw.frames, kp)
+    assert np.array_equal(on.frames, want) and not np.array_equal(on.frames, raw.frames)
+    t = on.timings
+    assert t["restore_s"] > 0
+    assert abs(t["conditioning_s"] + t["sampling_s"] + t["decode_s"] + t["restore_s"] - t["frames_s"]) < 1e-6
+    # streamed chunk by chunk: the same frames
+    stream = stream_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1,
+                                                                     face_restore=True))
+    assert np.array_equal(np.concatenate(list(stream.chunks())), on.frames)
+    tiny_system.schedule["face_restore"] = True  # a model that stores the setting: on unless turned off
+    try:
+        stored = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1))
+        off = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1,
+                                                                        face_restore=False))
+    finally:
+        del tiny_system.schedule["face_restore"]
+    assert np.array_equal(stored.frames, on.frames) and np.array_equal(off.frames, raw.frames)
+    with pytest.raises(ValueError, match="face_restore must be true, false or none"):
+        generate_video(tiny_system, image, poses, GenerateOptions(face_restore="on"))
+
+
+def test_embedded_models_restore_faces_by_default():
+    from iasa_core.model.checkpoint import load_student
+    from iasa_core.model.embedded import EMBEDDED_MODELS, embedded_path
+    from iasa_core.model.loading import load_model
+
+    for name in EMBEDDED_MODELS:
+        assert load_model(name).schedule["face_restore"] is True
+    assert "face_restore" not in load_student(embedded_path("embedded")).schedule  # the files do not store it
+
+
+def test_command_line_and_node_pass_the_switch(tiny_system, monkeypatch):
+    from iasa_core import generate_cli
+    from iasa_core.__main__ import build_parser
+    from nodes.nodes_sampler import IASASampler
+
+    args = build_parser().parse_args(["generate", "--poses", "p.json", "--image", "i.png", "--out", "o.mp4",
+                                      "--face-restore", "off"])
+    assert generate_cli._options(args)["face_restore"] is False
+    assert generate_cli._options(build_parser().parse_args(
+        ["generate", "--poses", "p.json", "--image", "i.png", "--out", "o.mp4"]))["face_restore"] is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--face-restore", "maybe"])
+    assert build_parser().parse_args(["demo", "--face-restore", "on"]).face_restore == "on"
+    # the node: its choices are the library's, and it hands the switch to GenerateOptions
+    from iasa_core.face_restore import FACE_RESTORE_CHOICES
+
+    choices, spec = IASASampler.INPUT_TYPES()["optional"]["face_restore"]
+    assert choices == list(FACE_RESTORE_CHOICES) and spec["default"] == "auto" and spec["tooltip"]
+    import iasa_core.pipeline as pipeline
+
+    seen = []
+    real = pipeline.generate_video
+    monkeypatch.setattr(pipeline, "generate_video", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    image, poses = _gen_inputs(5)
+    import torch
+
+    pk = poses.to_pose_keypoint()
+    ref = torch.from_numpy(image).float()[None] / 255.0
+    IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="on")
+    assert seen[-1].face_restore is True
+    with pytest.raises(ValueError, match="face_restore must be one of auto, on, off"):
+        IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="yes")
