@@ -126,15 +126,29 @@ class FaceRestorer:
         out = frames.copy()
         for t in range(len(frames)):
             if self.usable and self._face_visible(keypoints[t]):
-                self._blend(out[t], head_points(keypoints[t]))
+                self._blend(out[t], head_points(keypoints[t]), self._hands(keypoints[t]))
                 self.frames_restored += 1
             else:
                 self.frames_skipped += 1
         return out
 
-    def _blend(self, frame: np.ndarray, dst: np.ndarray) -> None:
-        """Blend the warped reference head into one frame (in place)."""
+    def _hands(self, kp: np.ndarray) -> list[np.ndarray]:
+        """The outlines (convex hulls) of the frame's visible hands: a hand in front of the face stays the model's."""
+        from .pose.regions import convex_hull
+
+        out = []
+        for hand in (L.LEFT_HAND, L.RIGHT_HAND):
+            pts = kp[list(hand)]
+            pts = pts[(pts[:, 2] >= self.min_score) & (pts[:, 2] > 0) & np.isfinite(pts).all(1), :2]
+            if len(pts) >= 3:
+                out.append(convex_hull(pts))
+        return out
+
+    def _blend(self, frame: np.ndarray, dst: np.ndarray, hands: list[np.ndarray]) -> None:
+        """Blend the warped reference head into one frame (in place), except where a hand covers it."""
         from scipy import ndimage
+
+        from .pose.regions import polygon_cover
 
         H, W = frame.shape[:2]
         size = float(np.linalg.norm(dst[len(FACE):].mean(0) - dst[CHIN - FACE[0]])) / (1 + FOREHEAD_RAISE)
@@ -154,6 +168,11 @@ class FaceRestorer:
         mask[pad:-pad, pad:-pad] = inside.reshape(y1 - y0, x1 - x0)
         if GROW:
             mask = ndimage.binary_dilation(mask, iterations=GROW).astype(np.float32)
+        if hands:
+            gy, gx = np.mgrid[y0 - pad:y1 + pad, x0 - pad:x1 + pad]
+            grid = np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float64)
+            for hull in hands:
+                mask[polygon_cover(grid, hull, GROW + 1.0).reshape(mask.shape)] = 0.0
         mask = ndimage.gaussian_filter(mask, sigma, mode="constant")[pad:-pad, pad:-pad].reshape(-1, 1)
         region = frame[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
         blended = mask * warped + (1.0 - mask) * region

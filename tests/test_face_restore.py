@@ -220,3 +220,18 @@ def test_command_line_and_node_pass_the_switch(tiny_system, monkeypatch):
     assert seen[-1].face_restore is True
     with pytest.raises(ValueError, match="face_restore must be one of auto, on, off"):
         IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="yes")
+
+
+def test_a_hand_in_front_of_the_face_stays_the_models():
+    ref, kp = _reference(), _pose()
+    hand = kp.copy()
+    nose = kp[L.FACE[30], :2]
+    hand[list(L.RIGHT_HAND), :2] = nose + np.random.default_rng(0).normal(size=(21, 2)) * 1.0  # over the nose
+    hand[list(L.RIGHT_HAND), 2] = 0.9
+    frames = np.full((1, H, W, 3), 9, dtype=np.uint8)
+    out = FaceRestorer(ref, kp).restore(frames, hand[None])[0]
+    x, y = (int(round(v)) for v in nose)
+    assert (out[y, x] == 9).all()  # under the hand: the generated frame
+    ys, xs = np.mgrid[0:H, 0:W]
+    rest = _core(kp) & (np.hypot(xs - nose[0], ys - nose[1]) > 7)  # the hand lies within ~4 px of it
+    assert rest.sum() > 20 and np.array_equal(out[rest], ref[rest])  # the rest of the face: the reference
