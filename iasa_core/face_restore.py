@@ -133,22 +133,20 @@ class FaceRestorer:
         return out
 
     def _hands(self, kp: np.ndarray) -> list[np.ndarray]:
-        """The outlines (convex hulls) of the frame's visible hands: a hand in front of the face stays the model's."""
-        from .pose.regions import convex_hull
-
+        """The frame's visible hands' points: a hand in front of the face stays the model's."""
         out = []
         for hand in (L.LEFT_HAND, L.RIGHT_HAND):
             pts = kp[list(hand)]
             pts = pts[(pts[:, 2] >= self.min_score) & (pts[:, 2] > 0) & np.isfinite(pts).all(1), :2]
             if len(pts) >= 3:
-                out.append(convex_hull(pts))
+                out.append(pts)
         return out
 
     def _blend(self, frame: np.ndarray, dst: np.ndarray, hands: list[np.ndarray]) -> None:
         """Blend the warped reference head into one frame (in place), except where a hand covers it."""
         from scipy import ndimage
 
-        from .pose.regions import polygon_cover
+        from .pose.regions import convex_hull, polygon_cover
 
         H, W = frame.shape[:2]
         size = float(np.linalg.norm(dst[len(FACE):].mean(0) - dst[CHIN - FACE[0]])) / (1 + FOREHEAD_RAISE)
@@ -168,11 +166,14 @@ class FaceRestorer:
         mask[pad:-pad, pad:-pad] = inside.reshape(y1 - y0, x1 - x0)
         if GROW:
             mask = ndimage.binary_dilation(mask, iterations=GROW).astype(np.float32)
+        margin = GROW + 1.0
+        hands = [h for h in hands if (h.min(0) - margin <= (x1 + pad, y1 + pad)).all()
+                 and (h.max(0) + margin >= (x0 - pad, y0 - pad)).all()]  # only hands that reach the head's box
         if hands:
             gy, gx = np.mgrid[y0 - pad:y1 + pad, x0 - pad:x1 + pad]
             grid = np.stack([gx.ravel(), gy.ravel()], -1).astype(np.float64)
-            for hull in hands:
-                mask[polygon_cover(grid, hull, GROW + 1.0).reshape(mask.shape)] = 0.0
+            for hand in hands:
+                mask[polygon_cover(grid, convex_hull(hand), margin).reshape(mask.shape)] = 0.0
         mask = ndimage.gaussian_filter(mask, sigma, mode="constant")[pad:-pad, pad:-pad].reshape(-1, 1)
         region = frame[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
         blended = mask * warped + (1.0 - mask) * region
