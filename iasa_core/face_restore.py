@@ -90,7 +90,7 @@ class FaceRestorer:
         if kp.shape != (L.NUM_KEYPOINTS, 3):
             raise ValueError(f"face restore: the reference keypoints must be ({L.NUM_KEYPOINTS}, 3) COCO-WholeBody "
                              f"x, y, score; got {kp.shape}")
-        from scipy.spatial import Delaunay
+        from scipy.spatial import Delaunay, QhullError
 
         self._ref_f32 = ref.astype(np.float32)
         self._tri = np.zeros((0, 3), dtype=np.int64)
@@ -98,7 +98,7 @@ class FaceRestorer:
             self._src = head_points(kp)
             try:
                 self._tri = Delaunay(self._src).simplices.astype(np.int64)
-            except Exception:  # degenerate (all points on a line): nothing to warp
+            except QhullError:  # degenerate (all points on a line): nothing to warp
                 self._tri = np.zeros((0, 3), dtype=np.int64)
             if len(self._tri):  # a consistent orientation, so that a flip in a frame shows as a sign change
                 flip = _signed_areas(self._src, self._tri) < 0
@@ -158,7 +158,10 @@ class FaceRestorer:
             return
         ys, xs = np.mgrid[y0:y1, x0:x1]
         pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
-        src_xy, inside = self._source_coords(pts, dst)
+        mapped = self._source_coords(pts, dst)
+        if mapped is None:
+            return
+        src_xy, inside = mapped
         warped = np.stack([ndimage.map_coordinates(self._ref_f32[..., c], [src_xy[:, 1], src_xy[:, 0]], order=1,
                                                    mode="nearest") for c in range(3)], -1)
         # the mask is built on a margin of zeros, so the feather fades out inside the box
@@ -179,10 +182,13 @@ class FaceRestorer:
         blended = mask * warped + (1.0 - mask) * region
         frame[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8).reshape(y1 - y0, x1 - x0, 3)
 
-    def _source_coords(self, pts: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where each frame pixel (N, 2) reads the reference (x, y), and whether it lies on the frame's head mesh."""
+    def _source_coords(self, pts: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Where each frame pixel (N, 2) reads the reference (x, y), and whether it lies on the frame's head mesh;
+        None for a face shrunk to a point."""
         tri, src = self._tri, self._src
         a, md, ms = similarity(src, dst)
+        if abs(a) < 1e-6:
+            return None
         z = ((pts[:, 0] - md[0]) + 1j * (pts[:, 1] - md[1])) / a
         coords = np.stack([z.real + ms[0], z.imag + ms[1]], -1)  # off the mesh: the similarity, for the feather
         areas = _signed_areas(dst, tri)

@@ -103,6 +103,9 @@ def test_frames_without_a_face_are_left_alone():
     out = restorer.restore(frames, np.stack([hidden, kp]))
     assert np.array_equal(out[0], frames[0]) and not np.array_equal(out[1], frames[1])
     assert (restorer.frames_restored, restorer.frames_skipped) == (1, 1)
+    point = kp.copy()
+    point[FACE, :2] = point[FACE[0], :2]  # a face shrunk to one point: nothing to warp onto
+    assert np.array_equal(restorer.restore(frames[:1], point[None]), frames[:1])
     faceless = FaceRestorer(ref, hidden)
     assert not faceless.usable
     assert np.array_equal(faceless.restore(frames, np.stack([kp, kp])), frames)
