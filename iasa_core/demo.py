@@ -120,6 +120,8 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
                f"{min(densities):.3f} to {max(densities):.3f} over {len(densities)} windows") or "dense"
     log(f"model: {system.source} in {str(torch_dtype).replace('torch.', '')} ({result.denoiser_calls} denoiser "
         f"calls, block density {density})")
+    if result.restorer is not None:
+        log(result.restorer.summary())
     for name, seconds in times.items():
         log(f"  {name:<15} {seconds:7.2f} s")
     log(f"poses -> frames: {poses_to_frames:.2f} s = {n / poses_to_frames:.1f} frames per second; "

@@ -109,6 +109,15 @@ class FaceRestorer:
         """Whether the reference shows a whole face (otherwise every frame is left as generated)."""
         return len(self._tri) > 0
 
+    def summary(self) -> str:
+        """One line for the user: what the restoration did."""
+        if not self.usable:
+            return (f"face restore: nothing to restore, the reference pose has no whole face (all {len(FACE)} face "
+                    f"points at score >= {self.min_score:g}); the frames are the model's")
+        done, left = self.frames_restored, self.frames_skipped
+        return f"face restore: {done} of {done + left} frames" + (
+            f" ({left} without a visible face left as generated)" if left else "")
+
     def _face_visible(self, kp: np.ndarray) -> bool:
         s = kp[FACE, 2]
         return bool(np.isfinite(kp[FACE]).all() and (s > 0).all() and (s >= self.min_score).all())

@@ -200,4 +200,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps; conditioning "
           f"{t['conditioning_s']:.1f} s, sampling {t['sampling_s']:.1f} s ({stream.denoiser_calls} denoiser calls), "
           f"decode {t['decode_s']:.1f} s; block density per window: {_densities(stream.plans)}")
+    if stream.restorer is not None:
+        print(stream.restorer.summary())
     return 0

@@ -69,6 +69,7 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
     plans: list[dict[str, Any]] = field(default_factory=list)
     denoiser_calls: int = 0
+    face_restore: str | None = None       # what the face restoration did (one line), None when it was off
 
 
 def plan_options(sparse: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +158,8 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
         frames[at:at + len(chunk)] = chunk
         at += len(chunk)
     return GenerationResult(frames[:at], stream.fps, timings=stream.timings, plans=stream.plans,
-                            denoiser_calls=stream.denoiser_calls)
+                            denoiser_calls=stream.denoiser_calls,
+                            face_restore=stream.restorer.summary() if stream.restorer is not None else None)
 
 
 def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
@@ -254,4 +256,4 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
                        setup_seconds=time.perf_counter() - t_start, callback=callback, cancel=cancel,
                        check=validate.finite_latents,  # NaN latents would decode to an all-black video, exit 0
                        anchor=condition.y[:1, 4:, :1].clone() if opt.anchor_first else None,
-                       restorer=restorer if restorer is not None and restorer.usable else None)
+                       restorer=restorer)

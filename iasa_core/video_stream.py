@@ -158,7 +158,7 @@ class VideoStream:
                 producing += time.perf_counter() - t0
                 break
             chunk = chunk[:left]  # the poses were padded to 4n+1 frames
-            if self.restorer is not None:
+            if self.restorer is not None and self.restorer.usable:
                 t1 = time.perf_counter()
                 at = self.num_frames - left
                 chunk = self.restorer.restore(chunk, self.conditioner.keypoints[at:at + len(chunk)])

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from . import comfy_bridge as bridge
 from .nodes_pose import POSE_TOOLTIP
+
+log = logging.getLogger(__name__)
 
 # What the library's option checks call each GenerateOptions field on this node.
 INPUT_NAMES = {"overlap_latents": "overlap", "size_fix": "scale reference_image down (e.g. with Upscale Image By) "
@@ -135,6 +139,8 @@ class IASASampler:
         # Two bars in turn: conditioning (seconds on a CPU before the first step), then the sampler's steps.
         result = generate_video(system, image, seq, options, callback=bridge.progress_callback(),
                                 cancel=bridge.cancel_check, condition_callback=bridge.progress_callback())
+        if result.face_restore is not None:
+            log.info("IASA Sampler: %s", result.face_restore)
         frames = torch.from_numpy(result.frames).float() / 255.0
         return (frames, float(result.fps))
 

@@ -103,11 +103,13 @@ def test_frames_without_a_face_are_left_alone():
     out = restorer.restore(frames, np.stack([hidden, kp]))
     assert np.array_equal(out[0], frames[0]) and not np.array_equal(out[1], frames[1])
     assert (restorer.frames_restored, restorer.frames_skipped) == (1, 1)
+    assert restorer.summary() == "face restore: 1 of 2 frames (1 without a visible face left as generated)"
     point = kp.copy()
     point[FACE, :2] = point[FACE[0], :2]  # a face shrunk to one point: nothing to warp onto
     assert np.array_equal(restorer.restore(frames[:1], point[None]), frames[:1])
     faceless = FaceRestorer(ref, hidden)
     assert not faceless.usable
+    assert "the reference pose has no whole face (all 68 face points at score >= 0.3)" in faceless.summary()
     assert np.array_equal(faceless.restore(frames, np.stack([kp, kp])), frames)
 
 
@@ -156,12 +158,13 @@ def test_generation_restores_the_face_only_when_asked(tiny_system):
 
     image, poses = _gen_inputs()
     raw = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1))
-    assert raw.timings["restore_s"] == 0.0  # the tiny preset stores no face_restore: off
+    assert raw.timings["restore_s"] == 0.0 and raw.face_restore is None  # the tiny preset stores none: off
     on = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1,
                                                                    face_restore=True))
     kp = fit_poses(poses, image.shape[:2], image.shape[:2])
     want = FaceRestorer(image, kp[0]).restore(raw.frames, kp)
     assert np.array_equal(on.frames, want) and not np.array_equal(on.frames, raw.frames)
+    assert on.face_restore == "face restore: 13 of 13 frames"
     t = on.timings
     assert t["restore_s"] > 0
     assert abs(t["conditioning_s"] + t["sampling_s"] + t["decode_s"] + t["restore_s"] - t["frames_s"]) < 1e-6
