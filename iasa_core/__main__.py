@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 
-from .face_restore import FACE_RESTORE_CHOICES, FACE_RESTORE_HELP, face_restore_setting
+from .background_restore import BACKGROUND_RESTORE_HELP
+from .face_restore import FACE_RESTORE_HELP, RESTORE_CHOICES, restore_setting
 from .memory import FLAT_MEMORY_HELP
 
 
@@ -177,7 +178,8 @@ def cmd_demo(args) -> int:
         map_large_blocks()  # the peak memory then stays flat in the audio's length (see iasa_core/memory.py)
     result = run_demo(args.audio, args.image, args.out, ref_poses=args.ref_poses, model=args.model, seed=args.seed,
                       side=args.side, models=args.models, download=args.download, dtype=args.dtype,
-                      face_restore=face_restore_setting(args.face_restore, "--face-restore"))
+                      face_restore=restore_setting(args.face_restore, "--face-restore"),
+                      background_restore=restore_setting(args.background_restore, "--background-restore"))
     if json_out:
         write_text(json_out, json.dumps(result, indent=1))
     return 0
@@ -234,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument(f"--{name}", help=f"`quality`: the model (name or .safetensors file) of the {name} rows "
                                          f"(default {default}), e.g. a training run's before export")
     b.add_argument("--rows", help="`quality`: only these rows, comma-separated, from "
-                                  "floor,teacher,teacher-global,teacher-iasa,dmd,student,student-restore,student-global "
-                                  "(default all)")
+                                  "floor,teacher,teacher-global,teacher-iasa,dmd,student,student-face,student-restored,"
+                                  "student-global (default all)")
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 
@@ -252,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="speech + one image -> talking video on the embedded model (no downloads)",
                        description="Bundled speech clip + character image by default: procedural motion -> poses "
-                                   "-> sparse plan -> 4-step IASA student -> reference face restoration -> mp4 "
-                                   "with the audio.")
+                                   "-> sparse plan -> 4-step IASA student -> reference background and face "
+                                   "restoration -> mp4 with the audio.")
     d.add_argument("--audio", help="speech file (default: the bundled 5-second clip)")
     d.add_argument("--image", help="reference image of one person (default: the bundled character)")
     d.add_argument("--ref-poses", help="POSE_KEYPOINT JSON whose first frame is the image's pose (default: the "
@@ -267,7 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoiser dtype: auto = bfloat16 on CPUs with native bf16 (AMX / AVX512-BF16), else float32")
     d.add_argument("--models", action="append", default=[], help="folder with DWPose weights (user images)")
     d.add_argument("--download", action="store_true", help="allow downloading DWPose weights from the HF hub")
-    d.add_argument("--face-restore", choices=tuple(FACE_RESTORE_CHOICES), default="auto", help=FACE_RESTORE_HELP)
+    d.add_argument("--face-restore", choices=tuple(RESTORE_CHOICES), default="auto", help=FACE_RESTORE_HELP)
+    d.add_argument("--background-restore", choices=tuple(RESTORE_CHOICES), default="auto",
+                   help=BACKGROUND_RESTORE_HELP)
     d.add_argument("--json", help="also write the timings as JSON")
     d.add_argument("--flat-memory", action="store_true", help=FLAT_MEMORY_HELP)
     d.set_defaults(func=cmd_demo)

@@ -56,7 +56,7 @@ def reference_pose(image_path: Path, image: Any, ref_poses: str | None, models: 
 def run_demo(audio: str | None = None, image: str | None = None, out: str = "demo.mp4", *,
              ref_poses: str | None = None, model: str = "embedded", seed: int = 0, side: int = DEMO_SIDE,
              models: list[str] | None = None, download: bool = False, dtype: str = "auto",
-             face_restore: bool | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+             face_restore: bool | None = None, background_restore: bool | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole chain; returns the output path, frame count and seconds per stage."""
     from . import validate
     from .audio import load_audio
@@ -100,7 +100,8 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
     def progress(step: int, total: int) -> None:
         log(f"  denoising step {step}/{total}")
 
-    result = stream_video(system, picture, poses, GenerateOptions(seed=seed, face_restore=face_restore),
+    result = stream_video(system, picture, poses, GenerateOptions(seed=seed, face_restore=face_restore,
+                                                                    background_restore=background_restore),
                           callback=progress)
     t = time.perf_counter()
     # frames are written as they are decoded, so memory does not grow with the audio's length
@@ -109,7 +110,7 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
     times["conditioning"] = result.timings["conditioning_s"]
     times["sampling"] = result.timings["sampling_s"]
     times["decode"] = result.timings["decode_s"]
-    times["face_restore"] = result.timings["restore_s"]
+    times["restore"] = result.timings["restore_s"]
     poses_to_frames = result.timings["frames_s"]
     times["write_mp4"] = max(0.0, writing - (poses_to_frames - result.setup_seconds))
     n = len(result)
@@ -120,8 +121,8 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
                f"{min(densities):.3f} to {max(densities):.3f} over {len(densities)} windows") or "dense"
     log(f"model: {system.source} in {str(torch_dtype).replace('torch.', '')} ({result.denoiser_calls} denoiser "
         f"calls, block density {density})")
-    if result.restorer is not None:
-        log(result.restorer.summary())
+    for restorer in result.restorers:
+        log(restorer.summary())
     for name, seconds in times.items():
         log(f"  {name:<15} {seconds:7.2f} s")
     log(f"poses -> frames: {poses_to_frames:.2f} s = {n / poses_to_frames:.1f} frames per second; "

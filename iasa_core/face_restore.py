@@ -30,8 +30,9 @@ CHIN = L.FACE[0] + 8
 FOREHEAD_RAISE = 0.6  # the brows moved up by this share of the chin-to-brows distance cover forehead and hair
 FEATHER = 0.04        # the blend's Gaussian sigma as a share of that distance (at least MIN_FEATHER px)
 MIN_FEATHER = 0.7
-# The switch as the CLI and the nodes show it: auto is the model's own setting (on for the embedded models).
-FACE_RESTORE_CHOICES = {"auto": None, "on": True, "off": False}
+# The switches (face and background restoration) as the CLI and the nodes show them: auto is the model's own
+# setting (on for the embedded models).
+RESTORE_CHOICES = {"auto": None, "on": True, "off": False}
 FACE_RESTORE_HELP = ("warp the reference photo's face onto every frame (the head follows the face points, the mouth "
                      "opens with the lips'): auto = the model's own setting, on for the embedded models, whose small "
                      "VAE loses a face's detail; off = the model's frames untouched")
@@ -39,11 +40,11 @@ FOLD_LIMIT = 0.25     # share of the mesh's area flipped over beyond which only 
 GROW = 1              # pixels the mesh mask is grown by before the feather, so the outline itself is pasted
 
 
-def face_restore_setting(value: str, name: str = "face_restore") -> bool | None:
+def restore_setting(value: str, name: str = "face_restore") -> bool | None:
     """``auto`` / ``on`` / ``off`` -> None (the model's own), True, False; anything else is a clear error."""
-    if value not in FACE_RESTORE_CHOICES:
-        raise ValueError(f"{name} must be one of {', '.join(FACE_RESTORE_CHOICES)}; got {value!r}")
-    return FACE_RESTORE_CHOICES[value]
+    if value not in RESTORE_CHOICES:
+        raise ValueError(f"{name} must be one of {', '.join(RESTORE_CHOICES)}; got {value!r}")
+    return RESTORE_CHOICES[value]
 
 
 def head_points(kp: np.ndarray) -> np.ndarray:

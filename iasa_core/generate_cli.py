@@ -7,7 +7,8 @@ import math
 import sys
 import time
 
-from .face_restore import FACE_RESTORE_CHOICES, FACE_RESTORE_HELP, face_restore_setting
+from .background_restore import BACKGROUND_RESTORE_HELP
+from .face_restore import FACE_RESTORE_HELP, RESTORE_CHOICES, restore_setting
 from .memory import FLAT_MEMORY_HELP
 from .node_support import DTYPES, pick_device, pick_dtype
 
@@ -45,7 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--free-first-frame", action="store_true",
                    help="let the model draw frame 0 too; by default it lands on the reference image's own latent "
                         "(the video starts from the photo)")
-    p.add_argument("--face-restore", choices=tuple(FACE_RESTORE_CHOICES), default="auto", help=FACE_RESTORE_HELP)
+    p.add_argument("--face-restore", choices=tuple(RESTORE_CHOICES), default="auto", help=FACE_RESTORE_HELP)
+    p.add_argument("--background-restore", choices=tuple(RESTORE_CHOICES), default="auto",
+                   help=BACKGROUND_RESTORE_HELP)
     p.add_argument("--allow-large-size", action="store_true",
                    help="allow a --size above 1280x720 pixels (memory grows with the pixels: 4096x4096 needs over "
                         "20 GB)")
@@ -102,7 +105,8 @@ def _options(args: argparse.Namespace) -> dict:
                   window_frames=args.window_frames, overlap_latents=args.overlap, size=size,
                   pose_bgr=True if args.bgr_poses else None, allow_large_size=args.allow_large_size,
                   anchor_first=not args.free_first_frame,
-                  face_restore=face_restore_setting(args.face_restore, "--face-restore"))
+                  face_restore=restore_setting(args.face_restore, "--face-restore"),
+                  background_restore=restore_setting(args.background_restore, "--background-restore"))
     validate.generate_options(SimpleNamespace(**values), FLAGS)
     return values
 
@@ -200,6 +204,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps; conditioning "
           f"{t['conditioning_s']:.1f} s, sampling {t['sampling_s']:.1f} s ({stream.denoiser_calls} denoiser calls), "
           f"decode {t['decode_s']:.1f} s; block density per window: {_densities(stream.plans)}")
-    if stream.restorer is not None:
-        print(stream.restorer.summary())
+    for restorer in stream.restorers:
+        print(restorer.summary())
     return 0

@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from . import validate
+from .background_restore import BackgroundRestorer
 from .face_restore import FaceRestorer
 from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
@@ -58,6 +59,8 @@ class GenerateOptions:
                                           # starts from the photo); False leaves that frame to the model
     face_restore: bool | None = None      # warp the reference photo's face onto every frame (``face_restore``);
                                           # None: the model's stored setting (on for the embedded models only)
+    background_restore: bool | None = None  # the reference photo's background wherever the person is not
+                                            # (``background_restore``); None: the model's stored setting
 
 
 @dataclass
@@ -69,7 +72,7 @@ class GenerationResult:
     timings: dict[str, float] = field(default_factory=dict)
     plans: list[dict[str, Any]] = field(default_factory=list)
     denoiser_calls: int = 0
-    face_restore: str | None = None       # what the face restoration did (one line), None when it was off
+    restore_notes: list[str] = field(default_factory=list)  # what each restoration did (one line each)
 
 
 def plan_options(sparse: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +162,7 @@ def generate_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence
         at += len(chunk)
     return GenerationResult(frames[:at], stream.fps, timings=stream.timings, plans=stream.plans,
                             denoiser_calls=stream.denoiser_calls,
-                            face_restore=stream.restorer.summary() if stream.restorer is not None else None)
+                            restore_notes=[r.summary() for r in stream.restorers])
 
 
 def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
@@ -239,8 +242,12 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     conditioner.get(0)
     stage(3)
 
-    restore = system.schedule.get("face_restore", False) if opt.face_restore is None else opt.face_restore
-    restorer = FaceRestorer(image, keypoints[0], min_score=float(sp.get("min_score", 0.3))) if restore else None
+    restorers = []
+    min_score = float(sp.get("min_score", 0.3))
+    for cls, asked, key in ((BackgroundRestorer, opt.background_restore, "background_restore"),
+                            (FaceRestorer, opt.face_restore, "face_restore")):  # the face goes over the background
+        if (system.schedule.get(key, False) if asked is None else asked):
+            restorers.append(cls(image, keypoints[0], min_score=min_score))
 
     generator = torch.Generator().manual_seed(int(opt.seed))
     h, w = hw[0] // 8, hw[1] // 8
@@ -256,4 +263,4 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
                        setup_seconds=time.perf_counter() - t_start, callback=callback, cancel=cancel,
                        check=validate.finite_latents,  # NaN latents would decode to an all-black video, exit 0
                        anchor=condition.y[:1, 4:, :1].clone() if opt.anchor_first else None,
-                       restorer=restorer)
+                       restorers=tuple(restorers))

@@ -155,7 +155,7 @@ def audio_length(seconds: float, name: str = "audio", minimum: float = MIN_SPEEC
 GENERATE_NAMES = {"sampler": "sampler", "timesteps": "timesteps", "steps": "steps", "guidance": "guidance",
                   "shift": "shift", "seed": "seed", "top_k": "top_k", "backend": "backend",
                   "window_frames": "window_frames", "overlap_latents": "overlap_latents", "size": "size",
-                  "face_restore": "face_restore",
+                  "face_restore": "face_restore", "background_restore": "background_restore",
                   "size_fix": "give a smaller size=(H, W), or allow_large_size=True to try it anyway"}
 
 
@@ -185,9 +185,10 @@ def generate_options(opt: Any, names: Mapping[str, str] | None = None) -> None:
     whole(opt.overlap_latents, n["overlap_latents"], low=1, high=(frames - 1) // 4)  # latent frames, < a window
     if opt.size is not None:
         video_size(opt.size, n["size"], allow_large=bool(getattr(opt, "allow_large_size", False)), fix=n["size_fix"])
-    restore = getattr(opt, "face_restore", None)
-    if restore is not None and not isinstance(restore, (bool, np.bool_)):
-        raise ValueError(f"{n['face_restore']} must be true, false or none (the model's own setting); got {restore!r}")
+    for key in ("face_restore", "background_restore"):
+        restore = getattr(opt, key, None)
+        if restore is not None and not isinstance(restore, (bool, np.bool_)):
+            raise ValueError(f"{n[key]} must be true, false or none (the model's own setting); got {restore!r}")
 
 
 def runtime(backend: str, device: torch.device | str, dtype: torch.dtype, names: Mapping[str, str] | None = None

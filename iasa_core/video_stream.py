@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .face_restore import FaceRestorer
 from .model.pose_wan import Condition, PoseFeatures, drop_pose
 from .model.sparse_patch import sparse_attention_enabled
 from .model.system import PoseWanSystem
@@ -99,7 +98,7 @@ class VideoStream:
     cancel: Callable[[], bool] | None = None
     check: Callable[[torch.Tensor], None] | None = None  # sees each piece of clean latents before it is decoded
     anchor: torch.Tensor | None = None  # (1, z, 1, h, w) clean latent of frame 0 (the reference image) to land on
-    restorer: FaceRestorer | None = None  # the reference face warped onto each decoded frame (``face_restore``)
+    restorers: tuple = ()  # post-processes of the decoded frames, in order (background, then face restoration)
     denoiser_calls: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _used: bool = False
@@ -158,10 +157,12 @@ class VideoStream:
                 producing += time.perf_counter() - t0
                 break
             chunk = chunk[:left]  # the poses were padded to 4n+1 frames
-            if self.restorer is not None and self.restorer.usable:
+            if self.restorers:
                 t1 = time.perf_counter()
                 at = self.num_frames - left
-                chunk = self.restorer.restore(chunk, self.conditioner.keypoints[at:at + len(chunk)])
+                for restorer in self.restorers:
+                    if restorer.usable:
+                        chunk = restorer.restore(chunk, self.conditioner.keypoints[at:at + len(chunk)])
                 self._restore_seconds += time.perf_counter() - t1
             producing += time.perf_counter() - t0
             left -= len(chunk)
@@ -186,7 +187,7 @@ class VideoStream:
         return out
 
     def _finish_timings(self, producing: float) -> None:
-        """Split the time spent making frames into conditioning, sampling, decoding and face restoration."""
+        """Split the time spent making frames into conditioning, sampling, decoding and restoration."""
         sampling, restore = self._sampling_seconds, self._restore_seconds
         window_conditioning = self.conditioner.seconds - self._setup_window_seconds  # built while producing
         # frames_s: the time spent making frames, without the reader's (a video writer's) between them

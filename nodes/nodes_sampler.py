@@ -69,12 +69,17 @@ class IASASampler:
                     "tooltip": "The first frame lands on the reference image itself (through the VAE), so the "
                                "video starts from the photo; off lets the model draw the first frame too."}),
                 # appended last: saved workflows fill their widget values in order
-                "face_restore": (["auto", "on", "off"], {  # iasa_core.face_restore.FACE_RESTORE_CHOICES
+                "face_restore": (["auto", "on", "off"], {  # iasa_core.face_restore.RESTORE_CHOICES
                     "default": "auto",
                     "tooltip": "Warp the reference photo's face onto every frame: the head follows the face "
                                "points and the mouth opens with the lips'. auto = the model's own setting (on for "
                                "the embedded models, whose small VAE loses a face's detail); off = the model's "
                                "frames untouched."}),
+                "background_restore": (["auto", "on", "off"], {
+                    "default": "auto",
+                    "tooltip": "Put the reference photo's own background back wherever the person is not (for a "
+                               "still camera). auto = the model's own setting (on for the embedded models, which "
+                               "redraw it mottled); off = the model's frames untouched."}),
             },
         }
 
@@ -102,11 +107,12 @@ class IASASampler:
         return True
 
     def sample(self, model, reference_image, poses, sampler="auto", steps=0, seed=0, backend="auto", sparse=True,
-               plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True, face_restore="auto"):
+               plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True, face_restore="auto",
+               background_restore="auto"):
         import torch
 
         from iasa_core import validate
-        from iasa_core.face_restore import face_restore_setting
+        from iasa_core.face_restore import restore_setting
         from iasa_core.media import load_image
         from iasa_core.node_support import apply_plan_settings, sequence_from_pose_keypoint
         from iasa_core.pipeline import GenerateOptions, fit_poses, generate_video, video_size
@@ -122,7 +128,9 @@ class IASASampler:
                                   window_frames=validate.whole(window_frames, "window_frames", low=5),
                                   overlap_latents=validate.whole(overlap, "overlap", low=1),
                                   anchor_first=bool(start_from_image),
-                                  face_restore=face_restore_setting(face_restore))
+                                  face_restore=restore_setting(face_restore),
+                                  background_restore=restore_setting(background_restore,
+                                                                          "background_restore"))
         validate.generate_options(options, INPUT_NAMES)
         image = load_image(reference_image, name="reference_image")
         validate.reference_image(image.shape, "reference_image")
@@ -139,8 +147,8 @@ class IASASampler:
         # Two bars in turn: conditioning (seconds on a CPU before the first step), then the sampler's steps.
         result = generate_video(system, image, seq, options, callback=bridge.progress_callback(),
                                 cancel=bridge.cancel_check, condition_callback=bridge.progress_callback())
-        if result.face_restore is not None:
-            log.info("IASA Sampler: %s", result.face_restore)
+        for note in result.restore_notes:
+            log.info("IASA Sampler: %s", note)
         frames = torch.from_numpy(result.frames).float() / 255.0
         return (frames, float(result.fps))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from iasa_core.face_restore import FACE, FaceRestorer, face_restore_setting, head_points
+from iasa_core.face_restore import FACE, FaceRestorer, head_points, restore_setting
 from iasa_core.pose import layout as L
 from iasa_core.pose.synthetic import synthetic_keypoints
 
@@ -134,9 +134,9 @@ def test_bad_inputs_are_named():
         restorer.restore(np.zeros((1, H, W + 1, 3), dtype=np.uint8), kp[None])
     with pytest.raises(ValueError, match=r"2 frames need keypoints \(2, 133, 3\)"):
         restorer.restore(np.zeros((2, H, W, 3), dtype=np.uint8), kp[None])
-    assert [face_restore_setting(v) for v in ("auto", "on", "off")] == [None, True, False]
+    assert [restore_setting(v) for v in ("auto", "on", "off")] == [None, True, False]
     with pytest.raises(ValueError, match=r"--face-restore must be one of auto, on, off; got 'yes'"):
-        face_restore_setting("yes", "--face-restore")
+        restore_setting("yes", "--face-restore")
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +158,13 @@ def test_generation_restores_the_face_only_when_asked(tiny_system):
 
     image, poses = _gen_inputs()
     raw = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1))
-    assert raw.timings["restore_s"] == 0.0 and raw.face_restore is None  # the tiny preset stores none: off
+    assert raw.timings["restore_s"] == 0.0 and raw.restore_notes == []  # the tiny preset stores none: off
     on = generate_video(tiny_system, image, poses, GenerateOptions(window_frames=9, overlap_latents=1,
                                                                    face_restore=True))
     kp = fit_poses(poses, image.shape[:2], image.shape[:2])
     want = FaceRestorer(image, kp[0]).restore(raw.frames, kp)
     assert np.array_equal(on.frames, want) and not np.array_equal(on.frames, raw.frames)
-    assert on.face_restore == "face restore: 13 of 13 frames"
+    assert on.restore_notes == ["face restore: 13 of 13 frames"]
     t = on.timings
     assert t["restore_s"] > 0
     assert abs(t["conditioning_s"] + t["sampling_s"] + t["decode_s"] + t["restore_s"] - t["frames_s"]) < 1e-6
@@ -190,7 +190,8 @@ def test_embedded_models_restore_faces_by_default():
     from iasa_core.model.loading import load_model
 
     for name in EMBEDDED_MODELS:
-        assert load_model(name).schedule["face_restore"] is True
+        schedule = load_model(name).schedule
+        assert schedule["face_restore"] is True and schedule["background_restore"] is True
     assert "face_restore" not in load_student(embedded_path("embedded")).schedule  # the files do not store it
 
 
@@ -202,16 +203,18 @@ def test_command_line_and_node_pass_the_switch(tiny_system, monkeypatch):
     args = build_parser().parse_args(["generate", "--poses", "p.json", "--image", "i.png", "--out", "o.mp4",
                                       "--face-restore", "off"])
     assert generate_cli._options(args)["face_restore"] is False
+    assert generate_cli._options(args)["background_restore"] is None
     assert generate_cli._options(build_parser().parse_args(
         ["generate", "--poses", "p.json", "--image", "i.png", "--out", "o.mp4"]))["face_restore"] is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--face-restore", "maybe"])
     assert build_parser().parse_args(["demo", "--face-restore", "on"]).face_restore == "on"
     # the node: its choices are the library's, and it hands the switch to GenerateOptions
-    from iasa_core.face_restore import FACE_RESTORE_CHOICES
+    from iasa_core.face_restore import RESTORE_CHOICES
 
-    choices, spec = IASASampler.INPUT_TYPES()["optional"]["face_restore"]
-    assert choices == list(FACE_RESTORE_CHOICES) and spec["default"] == "auto" and spec["tooltip"]
+    for name in ("face_restore", "background_restore"):
+        choices, spec = IASASampler.INPUT_TYPES()["optional"][name]
+        assert choices == list(RESTORE_CHOICES) and spec["default"] == "auto" and spec["tooltip"]
     import iasa_core.pipeline as pipeline
 
     seen = []
@@ -222,8 +225,8 @@ def test_command_line_and_node_pass_the_switch(tiny_system, monkeypatch):
 
     pk = poses.to_pose_keypoint()
     ref = torch.from_numpy(image).float()[None] / 255.0
-    IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="on")
-    assert seen[-1].face_restore is True
+    IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="on", background_restore="off")
+    assert (seen[-1].face_restore, seen[-1].background_restore) == (True, False)
     with pytest.raises(ValueError, match="face_restore must be one of auto, on, off"):
         IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="yes")
 

@@ -40,7 +40,8 @@ CONTRACT = {
                         ["lora_1", "lora_1_strength", "lora_2", "lora_2_strength", "pose_weights", "vae", "seed"],
                         ("IASA_MODEL",), ("model",)),
     "IASASampler": (["model", "reference_image", "poses", "sampler", "steps", "seed", "backend", "sparse"],
-                    ["plan", "guidance", "window_frames", "overlap", "start_from_image", "face_restore"], ("IMAGE", "FLOAT"), ("images", "fps")),
+                    ["plan", "guidance", "window_frames", "overlap", "start_from_image", "face_restore",
+                     "background_restore"], ("IMAGE", "FLOAT"), ("images", "fps")),
     "IASAVideo": (["images", "fps"], ["audio"], ("VIDEO",), ("video",)),
     "IASAVideoLength": (["poses", "max_frames"], ["audio"], ("INT", "FLOAT", "AUDIO"), ("length", "fps", "audio")),
 }
