@@ -1,11 +1,12 @@
-"""Reference background restoration: the reference photo's own pixels wherever no person is, in this frame or in it.
+"""Reference background restoration: the reference photo's own pixels wherever no person is.
 
 The embedded models redraw the still background of every frame and leave it mottled. In a talking video the
 camera holds still, so the background of every frame is the reference photo's wherever the person is not:
 neither where the frame's pose puts them nor where the reference shows them (what their body covers there is
 unknown). Both person masks come from the keypoints (face and hand outlines, arm capsules and the torso,
 ``pose.regions``), grown by a tenth of the shoulder width so that hair, sleeves and the model's soft outline
-stay the model's; outside them the reference fades in over a fifth of the shoulder width. The person themselves stays the model's (and the face restorer's).
+stay the model's; outside them the reference fades in over a fifth of the shoulder width. The person stays
+the model's (and the face restorer's).
 
 A post-process of the decoded frames, on by default for the embedded models only (their schedule's
 ``background_restore``); a model that draws its own background well, or a moving camera, has no need of it.
@@ -22,9 +23,9 @@ from .pose import layout as L
 GROW = 0.1      # the person masks are grown by this share of the reference's shoulder width (at least 1 px)
 FEATHER = 0.2   # the reference fades in over this share of the shoulder width outside them (at least 1 px)
 CELL = 2        # the masks are evaluated on 2 x 2 pixel cells (pose.regions.pixel_region_labels)
-BACKGROUND_RESTORE_HELP = ("put the reference photo's own background back wherever the person is not (a still "
-                           "camera): auto = the model's own setting, on for the embedded models, which redraw it "
-                           "mottled; off = the model's frames untouched")
+BACKGROUND_RESTORE_HELP = ("put the reference photo's own background back wherever the person is not (a "
+                           "still camera): auto = the model's own setting, on for the embedded models, which "
+                           "redraw it mottled; off = the model's frames untouched")
 
 
 def _shoulder_width(kp: np.ndarray, min_score: float) -> float:
@@ -90,8 +91,9 @@ class BackgroundRestorer:
         frames = np.asarray(frames)
         keypoints = np.asarray(keypoints, dtype=np.float64)
         if frames.ndim != 4 or frames.shape[1:] != self.reference.shape or frames.dtype != np.uint8:
-            raise ValueError(f"background restore: frames must be (T, {', '.join(map(str, self.reference.shape))}) "
-                             f"uint8 like the reference; got {frames.shape} {frames.dtype}")
+            shape = ", ".join(map(str, self.reference.shape))
+            raise ValueError(f"background restore: frames must be (T, {shape}) uint8 like the reference; got "
+                             f"{frames.shape} {frames.dtype}")
         if keypoints.shape != (len(frames), L.NUM_KEYPOINTS, 3):
             raise ValueError(f"background restore: {len(frames)} frames need keypoints ({len(frames)}, "
                              f"{L.NUM_KEYPOINTS}, 3); got {keypoints.shape}")

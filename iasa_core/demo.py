@@ -56,7 +56,8 @@ def reference_pose(image_path: Path, image: Any, ref_poses: str | None, models: 
 def run_demo(audio: str | None = None, image: str | None = None, out: str = "demo.mp4", *,
              ref_poses: str | None = None, model: str = "embedded", seed: int = 0, side: int = DEMO_SIDE,
              models: list[str] | None = None, download: bool = False, dtype: str = "auto",
-             face_restore: bool | None = None, background_restore: bool | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+             face_restore: bool | None = None, background_restore: bool | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole chain; returns the output path, frame count and seconds per stage."""
     from . import validate
     from .audio import load_audio

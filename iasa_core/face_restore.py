@@ -33,9 +33,9 @@ MIN_FEATHER = 0.7
 # The switches (face and background restoration) as the CLI and the nodes show them: auto is the model's own
 # setting (on for the embedded models).
 RESTORE_CHOICES = {"auto": None, "on": True, "off": False}
-FACE_RESTORE_HELP = ("warp the reference photo's face onto every frame (the head follows the face points, the mouth "
-                     "opens with the lips'): auto = the model's own setting, on for the embedded models, whose small "
-                     "VAE loses a face's detail; off = the model's frames untouched")
+FACE_RESTORE_HELP = ("warp the reference photo's face onto every frame (the head follows the face points, the "
+                     "mouth opens with the lips'): auto = the model's own setting, on for the embedded models, "
+                     "whose small VAE loses a face's detail; off = the model's frames untouched")
 FOLD_LIMIT = 0.25     # share of the mesh's area flipped over beyond which only the similarity is used
 GROW = 1              # pixels the mesh mask is grown by before the feather, so the outline itself is pasted
 

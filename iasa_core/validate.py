@@ -188,7 +188,8 @@ def generate_options(opt: Any, names: Mapping[str, str] | None = None) -> None:
     for key in ("face_restore", "background_restore"):
         restore = getattr(opt, key, None)
         if restore is not None and not isinstance(restore, (bool, np.bool_)):
-            raise ValueError(f"{n[key]} must be true, false or none (the model's own setting); got {restore!r}")
+            raise ValueError(f"{n[key]} must be true, false or none (the model's own setting); "
+                             f"got {restore!r}")
 
 
 def runtime(backend: str, device: torch.device | str, dtype: torch.dtype, names: Mapping[str, str] | None = None

@@ -71,15 +71,16 @@ class IASASampler:
                 # appended last: saved workflows fill their widget values in order
                 "face_restore": (["auto", "on", "off"], {  # iasa_core.face_restore.RESTORE_CHOICES
                     "default": "auto",
-                    "tooltip": "Warp the reference photo's face onto every frame: the head follows the face "
-                               "points and the mouth opens with the lips'. auto = the model's own setting (on for "
-                               "the embedded models, whose small VAE loses a face's detail); off = the model's "
-                               "frames untouched."}),
+                    "tooltip": "Warp the reference photo's face onto every frame: the head follows the "
+                               "face points and the mouth opens with the lips'. auto = the model's own "
+                               "setting (on for the embedded models, whose small VAE loses a face's "
+                               "detail); off = the model's frames untouched."}),
                 "background_restore": (["auto", "on", "off"], {
                     "default": "auto",
-                    "tooltip": "Put the reference photo's own background back wherever the person is not (for a "
-                               "still camera). auto = the model's own setting (on for the embedded models, which "
-                               "redraw it mottled); off = the model's frames untouched."}),
+                    "tooltip": "Put the reference photo's own background back wherever the person is "
+                               "not (for a still camera). auto = the model's own setting (on for the "
+                               "embedded models, which redraw it mottled); off = the model's frames "
+                               "untouched."}),
             },
         }
 
@@ -107,8 +108,8 @@ class IASASampler:
         return True
 
     def sample(self, model, reference_image, poses, sampler="auto", steps=0, seed=0, backend="auto", sparse=True,
-               plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True, face_restore="auto",
-               background_restore="auto"):
+               plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True,
+               face_restore="auto", background_restore="auto"):
         import torch
 
         from iasa_core import validate

@@ -68,8 +68,8 @@ def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", s
         return rows
     unknown = [k for k in only if k not in ROW_KEYS]
     if unknown or not only:
-        raise ValueError(f"bench quality rows: unknown {unknown or 'empty list'}; choose from {', '.join(ROW_KEYS)}, "
-                         f"comma-separated (e.g. floor,teacher)")
+        raise ValueError(f"bench quality rows: unknown {unknown or 'empty list'}; choose from "
+                         f"{', '.join(ROW_KEYS)}, comma-separated (e.g. floor,teacher)")
     return [row for key, row in zip(ROW_KEYS, rows, strict=True) if key in only]
 
 
