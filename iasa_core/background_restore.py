@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .face_restore import check_frames, check_reference
 from .pose import layout as L
 
 GROW = 0.1      # the person masks are grown by this share of the reference's shoulder width (at least 1 px)
@@ -47,14 +48,7 @@ class BackgroundRestorer:
     _ref_f32: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        ref = np.asarray(self.reference)
-        if ref.ndim != 3 or ref.shape[2] != 3 or ref.dtype != np.uint8:
-            raise ValueError(f"background restore: the reference image must be (height, width, 3) uint8; got "
-                             f"{ref.shape} {ref.dtype}")
-        kp = np.asarray(self.ref_keypoints, dtype=np.float64)
-        if kp.shape != (L.NUM_KEYPOINTS, 3):
-            raise ValueError(f"background restore: the reference keypoints must be ({L.NUM_KEYPOINTS}, 3) "
-                             f"COCO-WholeBody x, y, score; got {kp.shape}")
+        ref, kp = check_reference(self.reference, self.ref_keypoints, "background restore")
         self._ref_f32 = ref.astype(np.float32)
         width = _shoulder_width(kp, self.min_score)
         if width > 0:  # without both shoulders there is no body to keep clear of: nothing is restored
@@ -88,15 +82,7 @@ class BackgroundRestorer:
         """Frames (T, H, W, 3) uint8 with the reference background outside both person masks."""
         from scipy import ndimage
 
-        frames = np.asarray(frames)
-        keypoints = np.asarray(keypoints, dtype=np.float64)
-        if frames.ndim != 4 or frames.shape[1:] != self.reference.shape or frames.dtype != np.uint8:
-            shape = ", ".join(map(str, self.reference.shape))
-            raise ValueError(f"background restore: frames must be (T, {shape}) uint8 like the reference; got "
-                             f"{frames.shape} {frames.dtype}")
-        if keypoints.shape != (len(frames), L.NUM_KEYPOINTS, 3):
-            raise ValueError(f"background restore: {len(frames)} frames need keypoints ({len(frames)}, "
-                             f"{L.NUM_KEYPOINTS}, 3); got {keypoints.shape}")
+        frames, keypoints = check_frames(frames, keypoints, self.reference, "background restore")
         if not self.usable:
             return frames.copy()
         out = np.empty_like(frames)

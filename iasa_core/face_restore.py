@@ -47,6 +47,34 @@ def restore_setting(value: str, name: str = "face_restore") -> bool | None:
     return RESTORE_CHOICES[value]
 
 
+def check_reference(reference: np.ndarray, ref_keypoints: np.ndarray, what: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """A restorer's reference image (H, W, 3) uint8 and its pose (133, 3) as float64, or a clear error."""
+    ref = np.asarray(reference)
+    if ref.ndim != 3 or ref.shape[2] != 3 or ref.dtype != np.uint8:
+        raise ValueError(f"{what}: the reference image must be (height, width, 3) uint8; got {ref.shape} {ref.dtype}")
+    kp = np.asarray(ref_keypoints, dtype=np.float64)
+    if kp.shape != (L.NUM_KEYPOINTS, 3):
+        raise ValueError(f"{what}: the reference keypoints must be ({L.NUM_KEYPOINTS}, 3) COCO-WholeBody x, y, "
+                         f"score; got {kp.shape}")
+    return ref, kp
+
+
+def check_frames(frames: np.ndarray, keypoints: np.ndarray, reference: np.ndarray, what: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (T, H, W, 3) uint8 the reference's size and their keypoints (T, 133, 3) as float64, or a clear error."""
+    frames = np.asarray(frames)
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if frames.ndim != 4 or frames.shape[1:] != reference.shape or frames.dtype != np.uint8:
+        shape = ", ".join(map(str, reference.shape))
+        raise ValueError(f"{what}: frames must be (T, {shape}) uint8 like the reference; got {frames.shape} "
+                         f"{frames.dtype}")
+    if keypoints.shape != (len(frames), L.NUM_KEYPOINTS, 3):
+        raise ValueError(f"{what}: {len(frames)} frames need keypoints ({len(frames)}, {L.NUM_KEYPOINTS}, 3); "
+                         f"got {keypoints.shape}")
+    return frames, keypoints
+
+
 def head_points(kp: np.ndarray) -> np.ndarray:
     """The 68 face points and the 10 brow points raised over the forehead (78, 2), from WholeBody (133, 3)."""
     face = np.asarray(kp, dtype=np.float64)[FACE, :2]
@@ -83,14 +111,7 @@ class FaceRestorer:
     _ref_f32: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        ref = np.asarray(self.reference)
-        if ref.ndim != 3 or ref.shape[2] != 3 or ref.dtype != np.uint8:
-            raise ValueError(f"face restore: the reference image must be (height, width, 3) uint8; got "
-                             f"{ref.shape} {ref.dtype}")
-        kp = np.asarray(self.ref_keypoints, dtype=np.float64)
-        if kp.shape != (L.NUM_KEYPOINTS, 3):
-            raise ValueError(f"face restore: the reference keypoints must be ({L.NUM_KEYPOINTS}, 3) COCO-WholeBody "
-                             f"x, y, score; got {kp.shape}")
+        ref, kp = check_reference(self.reference, self.ref_keypoints, "face restore")
         from scipy.spatial import Delaunay, QhullError
 
         self._ref_f32 = ref.astype(np.float32)
@@ -125,14 +146,7 @@ class FaceRestorer:
 
     def restore(self, frames: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """Frames (T, H, W, 3) uint8 with the reference head blended in where each frame's face is visible."""
-        frames = np.asarray(frames)
-        keypoints = np.asarray(keypoints, dtype=np.float64)
-        if frames.ndim != 4 or frames.shape[1:] != self.reference.shape or frames.dtype != np.uint8:
-            raise ValueError(f"face restore: frames must be (T, {', '.join(map(str, self.reference.shape))}) uint8 "
-                             f"like the reference; got {frames.shape} {frames.dtype}")
-        if keypoints.shape != (len(frames), L.NUM_KEYPOINTS, 3):
-            raise ValueError(f"face restore: {len(frames)} frames need keypoints ({len(frames)}, "
-                             f"{L.NUM_KEYPOINTS}, 3); got {keypoints.shape}")
+        frames, keypoints = check_frames(frames, keypoints, self.reference, "face restore")
         out = frames.copy()
         for t in range(len(frames)):
             if self.usable and self._face_visible(keypoints[t]):
