@@ -7,9 +7,8 @@ import json
 import logging
 import sys
 
-from .background_restore import BACKGROUND_RESTORE_HELP
-from .face_restore import FACE_RESTORE_HELP, RESTORE_CHOICES, restore_setting
 from .memory import FLAT_MEMORY_HELP
+from .restoration import add_restore_flags, restore_flags
 
 
 class CliError(Exception):
@@ -178,8 +177,7 @@ def cmd_demo(args) -> int:
         map_large_blocks()  # the peak memory then stays flat in the audio's length (see iasa_core/memory.py)
     result = run_demo(args.audio, args.image, args.out, ref_poses=args.ref_poses, model=args.model, seed=args.seed,
                       side=args.side, models=args.models, download=args.download, dtype=args.dtype,
-                      face_restore=restore_setting(args.face_restore, "--face-restore"),
-                      background_restore=restore_setting(args.background_restore, "--background-restore"))
+                      **restore_flags(args))
     if json_out:
         write_text(json_out, json.dumps(result, indent=1))
     return 0
@@ -269,9 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="denoiser dtype: auto = bfloat16 on CPUs with native bf16 (AMX / AVX512-BF16), else float32")
     d.add_argument("--models", action="append", default=[], help="folder with DWPose weights (user images)")
     d.add_argument("--download", action="store_true", help="allow downloading DWPose weights from the HF hub")
-    d.add_argument("--face-restore", choices=tuple(RESTORE_CHOICES), default="auto", help=FACE_RESTORE_HELP)
-    d.add_argument("--background-restore", choices=tuple(RESTORE_CHOICES), default="auto",
-                   help=BACKGROUND_RESTORE_HELP)
+    add_restore_flags(d)
     d.add_argument("--json", help="also write the timings as JSON")
     d.add_argument("--flat-memory", action="store_true", help=FLAT_MEMORY_HELP)
     d.set_defaults(func=cmd_demo)

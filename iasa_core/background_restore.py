@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .face_restore import check_frames, check_reference
 from .pose import layout as L
+from .restoration import check_frames, check_reference
 
 GROW = 0.1      # the person masks are grown by this share of the reference's shoulder width (at least 1 px)
 FEATHER = 0.2   # the reference fades in over this share of the shoulder width outside them (at least 1 px)
 CELL = 2        # the masks are evaluated on 2 x 2 pixel cells (pose.regions.pixel_region_labels)
-BACKGROUND_RESTORE_HELP = ("put the reference photo's own background back wherever the person is not (a "
-                           "still camera): auto = the model's own setting, on for the embedded models, which "
-                           "redraw it mottled; off = the model's frames untouched")
 
 
 def _shoulder_width(kp: np.ndarray, min_score: float) -> float:

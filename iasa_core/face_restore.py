@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .pose import layout as L  # light: the command line imports this module for its flag (scipy loads on use)
+from .pose import layout as L
+from .restoration import check_frames, check_reference
 
 FACE = np.asarray(L.FACE)
 BROWS = np.asarray(range(L.FACE[0] + 17, L.FACE[0] + 27))  # the 68-point face's 17..26
@@ -30,49 +31,8 @@ CHIN = L.FACE[0] + 8
 FOREHEAD_RAISE = 0.6  # the brows moved up by this share of the chin-to-brows distance cover forehead and hair
 FEATHER = 0.04        # the blend's Gaussian sigma as a share of that distance (at least MIN_FEATHER px)
 MIN_FEATHER = 0.7
-# The switches (face and background restoration) as the CLI and the nodes show them: auto is the model's own
-# setting (on for the embedded models).
-RESTORE_CHOICES = {"auto": None, "on": True, "off": False}
-FACE_RESTORE_HELP = ("warp the reference photo's face onto every frame (the head follows the face points, the "
-                     "mouth opens with the lips'): auto = the model's own setting, on for the embedded models, "
-                     "whose small VAE loses a face's detail; off = the model's frames untouched")
 FOLD_LIMIT = 0.25     # share of the mesh's area flipped over beyond which only the similarity is used
 GROW = 1              # pixels the mesh mask is grown by before the feather, so the outline itself is pasted
-
-
-def restore_setting(value: str, name: str = "face_restore") -> bool | None:
-    """``auto`` / ``on`` / ``off`` -> None (the model's own), True, False; anything else is a clear error."""
-    if value not in RESTORE_CHOICES:
-        raise ValueError(f"{name} must be one of {', '.join(RESTORE_CHOICES)}; got {value!r}")
-    return RESTORE_CHOICES[value]
-
-
-def check_reference(reference: np.ndarray, ref_keypoints: np.ndarray, what: str
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """A restorer's reference image (H, W, 3) uint8 and its pose (133, 3) as float64, or a clear error."""
-    ref = np.asarray(reference)
-    if ref.ndim != 3 or ref.shape[2] != 3 or ref.dtype != np.uint8:
-        raise ValueError(f"{what}: the reference image must be (height, width, 3) uint8; got {ref.shape} {ref.dtype}")
-    kp = np.asarray(ref_keypoints, dtype=np.float64)
-    if kp.shape != (L.NUM_KEYPOINTS, 3):
-        raise ValueError(f"{what}: the reference keypoints must be ({L.NUM_KEYPOINTS}, 3) COCO-WholeBody x, y, "
-                         f"score; got {kp.shape}")
-    return ref, kp
-
-
-def check_frames(frames: np.ndarray, keypoints: np.ndarray, reference: np.ndarray, what: str
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (T, H, W, 3) uint8 the reference's size and their keypoints (T, 133, 3) as float64, or a clear error."""
-    frames = np.asarray(frames)
-    keypoints = np.asarray(keypoints, dtype=np.float64)
-    if frames.ndim != 4 or frames.shape[1:] != reference.shape or frames.dtype != np.uint8:
-        shape = ", ".join(map(str, reference.shape))
-        raise ValueError(f"{what}: frames must be (T, {shape}) uint8 like the reference; got {frames.shape} "
-                         f"{frames.dtype}")
-    if keypoints.shape != (len(frames), L.NUM_KEYPOINTS, 3):
-        raise ValueError(f"{what}: {len(frames)} frames need keypoints ({len(frames)}, {L.NUM_KEYPOINTS}, 3); "
-                         f"got {keypoints.shape}")
-    return frames, keypoints
 
 
 def head_points(kp: np.ndarray) -> np.ndarray:

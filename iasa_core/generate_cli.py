@@ -7,10 +7,9 @@ import math
 import sys
 import time
 
-from .background_restore import BACKGROUND_RESTORE_HELP
-from .face_restore import FACE_RESTORE_HELP, RESTORE_CHOICES, restore_setting
 from .memory import FLAT_MEMORY_HELP
 from .node_support import DTYPES, pick_device, pick_dtype
+from .restoration import add_restore_flags, restore_flags
 
 
 def _lora(text: str) -> tuple[str, float]:
@@ -46,9 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--free-first-frame", action="store_true",
                    help="let the model draw frame 0 too; by default it lands on the reference image's own latent "
                         "(the video starts from the photo)")
-    p.add_argument("--face-restore", choices=tuple(RESTORE_CHOICES), default="auto", help=FACE_RESTORE_HELP)
-    p.add_argument("--background-restore", choices=tuple(RESTORE_CHOICES), default="auto",
-                   help=BACKGROUND_RESTORE_HELP)
+    add_restore_flags(p)
     p.add_argument("--allow-large-size", action="store_true",
                    help="allow a --size above 1280x720 pixels (memory grows with the pixels: 4096x4096 needs over "
                         "20 GB)")
@@ -104,9 +101,7 @@ def _options(args: argparse.Namespace) -> dict:
                   shift=args.shift, seed=args.seed, sparse=not args.dense, top_k=args.top_k, backend=args.backend,
                   window_frames=args.window_frames, overlap_latents=args.overlap, size=size,
                   pose_bgr=True if args.bgr_poses else None, allow_large_size=args.allow_large_size,
-                  anchor_first=not args.free_first_frame,
-                  face_restore=restore_setting(args.face_restore, "--face-restore"),
-                  background_restore=restore_setting(args.background_restore, "--background-restore"))
+                  anchor_first=not args.free_first_frame, **restore_flags(args))
     validate.generate_options(SimpleNamespace(**values), FLAGS)
     return values
 

@@ -69,7 +69,7 @@ class IASASampler:
                     "tooltip": "The first frame lands on the reference image itself (through the VAE), so the "
                                "video starts from the photo; off lets the model draw the first frame too."}),
                 # appended last: saved workflows fill their widget values in order
-                "face_restore": (["auto", "on", "off"], {  # iasa_core.face_restore.RESTORE_CHOICES
+                "face_restore": (["auto", "on", "off"], {  # iasa_core.restoration.RESTORE_CHOICES
                     "default": "auto",
                     "tooltip": "Warp the reference photo's face onto every frame: the head follows the "
                                "face points and the mouth opens with the lips'. auto = the model's own "
@@ -113,10 +113,10 @@ class IASASampler:
         import torch
 
         from iasa_core import validate
-        from iasa_core.face_restore import restore_setting
         from iasa_core.media import load_image
         from iasa_core.node_support import apply_plan_settings, sequence_from_pose_keypoint
         from iasa_core.pipeline import GenerateOptions, fit_poses, generate_video, video_size
+        from iasa_core.restoration import restore_setting
 
         if not isinstance(model, dict) or "system" not in model:
             raise ValueError("model must be an IASA_MODEL from IASA Model Loader")
@@ -129,9 +129,8 @@ class IASASampler:
                                   window_frames=validate.whole(window_frames, "window_frames", low=5),
                                   overlap_latents=validate.whole(overlap, "overlap", low=1),
                                   anchor_first=bool(start_from_image),
-                                  face_restore=restore_setting(face_restore),
-                                  background_restore=restore_setting(background_restore,
-                                                                          "background_restore"))
+                                  face_restore=restore_setting(face_restore, "face_restore"),
+                                  background_restore=restore_setting(background_restore, "background_restore"))
         validate.generate_options(options, INPUT_NAMES)
         image = load_image(reference_image, name="reference_image")
         validate.reference_image(image.shape, "reference_image")

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from iasa_core.face_restore import FACE, FaceRestorer, head_points, restore_setting
+from iasa_core.face_restore import FACE, FaceRestorer, head_points
 from iasa_core.pose import layout as L
 from iasa_core.pose.synthetic import synthetic_keypoints
+from iasa_core.restoration import restore_setting
 
 H = W = 96
 
@@ -134,7 +135,7 @@ def test_bad_inputs_are_named():
         restorer.restore(np.zeros((1, H, W + 1, 3), dtype=np.uint8), kp[None])
     with pytest.raises(ValueError, match=r"2 frames need keypoints \(2, 133, 3\)"):
         restorer.restore(np.zeros((2, H, W, 3), dtype=np.uint8), kp[None])
-    assert [restore_setting(v) for v in ("auto", "on", "off")] == [None, True, False]
+    assert [restore_setting(v, "face_restore") for v in ("auto", "on", "off")] == [None, True, False]
     with pytest.raises(ValueError, match=r"--face-restore must be one of auto, on, off; got 'yes'"):
         restore_setting("yes", "--face-restore")
 
@@ -210,7 +211,7 @@ def test_command_line_and_node_pass_the_switch(tiny_system, monkeypatch):
         build_parser().parse_args(["demo", "--face-restore", "maybe"])
     assert build_parser().parse_args(["demo", "--face-restore", "on"]).face_restore == "on"
     # the node: its choices are the library's, and it hands the switch to GenerateOptions
-    from iasa_core.face_restore import RESTORE_CHOICES
+    from iasa_core.restoration import RESTORE_CHOICES
 
     for name in ("face_restore", "background_restore"):
         choices, spec = IASASampler.INPUT_TYPES()["optional"][name]

@@ -1,0 +1,68 @@
+"""What the two reference restorations (``face_restore``, ``background_restore``) share: their switches as the
+command line and the nodes show them, and the checks of their inputs. Light: the command line imports it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from .pose import layout as L
+
+# auto is the model's own setting (its schedule's face_restore / background_restore: on for the embedded models)
+RESTORE_CHOICES = {"auto": None, "on": True, "off": False}
+RESTORE_HELP = {
+    "face_restore": "warp the reference photo's face onto every frame (the head follows the face points, the "
+                    "mouth opens with the lips'): auto = the model's own setting, on for the embedded models, "
+                    "whose small VAE loses a face's detail; off = the model's frames untouched",
+    "background_restore": "put the reference photo's own background back wherever the person is not (a still "
+                          "camera): auto = the model's own setting, on for the embedded models, which redraw "
+                          "it mottled; off = the model's frames untouched",
+}
+
+
+def restore_setting(value: str, name: str) -> bool | None:
+    """``auto`` / ``on`` / ``off`` -> None (the model's own), True, False; anything else is a clear error."""
+    if value not in RESTORE_CHOICES:
+        raise ValueError(f"{name} must be one of {', '.join(RESTORE_CHOICES)}; got {value!r}")
+    return RESTORE_CHOICES[value]
+
+
+def add_restore_flags(parser: argparse.ArgumentParser) -> None:
+    """``--face-restore`` and ``--background-restore`` (auto / on / off) on a command."""
+    for key, text in RESTORE_HELP.items():
+        parser.add_argument("--" + key.replace("_", "-"), choices=tuple(RESTORE_CHOICES), default="auto", help=text)
+
+
+def restore_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The two flags as ``GenerateOptions`` fields (None = the model's own setting)."""
+    return {key: restore_setting(getattr(args, key), "--" + key.replace("_", "-")) for key in RESTORE_HELP}
+
+
+def check_reference(reference: np.ndarray, ref_keypoints: np.ndarray, what: str
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """A restorer's reference image (H, W, 3) uint8 and its pose (133, 3) as float64, or a clear error."""
+    ref = np.asarray(reference)
+    if ref.ndim != 3 or ref.shape[2] != 3 or ref.dtype != np.uint8:
+        raise ValueError(f"{what}: the reference image must be (height, width, 3) uint8; got {ref.shape} {ref.dtype}")
+    kp = np.asarray(ref_keypoints, dtype=np.float64)
+    if kp.shape != (L.NUM_KEYPOINTS, 3):
+        raise ValueError(f"{what}: the reference keypoints must be ({L.NUM_KEYPOINTS}, 3) COCO-WholeBody x, y, "
+                         f"score; got {kp.shape}")
+    return ref, kp
+
+
+def check_frames(frames: np.ndarray, keypoints: np.ndarray, reference: np.ndarray, what: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (T, H, W, 3) uint8 the reference's size and their keypoints (T, 133, 3) as float64, or a clear error."""
+    frames = np.asarray(frames)
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if frames.ndim != 4 or frames.shape[1:] != reference.shape or frames.dtype != np.uint8:
+        shape = ", ".join(map(str, reference.shape))
+        raise ValueError(f"{what}: frames must be (T, {shape}) uint8 like the reference; got {frames.shape} "
+                         f"{frames.dtype}")
+    if keypoints.shape != (len(frames), L.NUM_KEYPOINTS, 3):
+        raise ValueError(f"{what}: {len(frames)} frames need keypoints ({len(frames)}, {L.NUM_KEYPOINTS}, 3); "
+                         f"got {keypoints.shape}")
+    return frames, keypoints
