@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          f"(default {default}), e.g. a training run's before export")
     b.add_argument("--rows", help="`quality`: only these rows, comma-separated, from "
                                   "floor,teacher,teacher-global,teacher-iasa,dmd,student,student-face,student-restored,"
-                                  "student-global (default all)")
+                                  "student-body,student-global (default all)")
     b.add_argument("--json", help="write the results as JSON")
     b.set_defaults(func=cmd_bench)
 

@@ -57,6 +57,7 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
              ref_poses: str | None = None, model: str = "embedded", seed: int = 0, side: int = DEMO_SIDE,
              models: list[str] | None = None, download: bool = False, dtype: str = "auto",
              face_restore: bool | None = None, background_restore: bool | None = None,
+             body_restore: bool | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole chain; returns the output path, frame count and seconds per stage."""
     from . import validate
@@ -102,7 +103,8 @@ def run_demo(audio: str | None = None, image: str | None = None, out: str = "dem
         log(f"  denoising step {step}/{total}")
 
     result = stream_video(system, picture, poses, GenerateOptions(seed=seed, face_restore=face_restore,
-                                                                    background_restore=background_restore),
+                                                                    background_restore=background_restore,
+                                                                    body_restore=body_restore),
                           callback=progress)
     t = time.perf_counter()
     # frames are written as they are decoded, so memory does not grow with the audio's length

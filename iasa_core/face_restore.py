@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .pose import layout as L
-from .restoration import check_frames, check_reference
+from .restoration import check_frames, check_reference, sample_reference
 
 FACE = np.asarray(L.FACE)
 BROWS = np.asarray(range(L.FACE[0] + 17, L.FACE[0] + 27))  # the 68-point face's 17..26
@@ -146,8 +146,7 @@ class FaceRestorer:
         if mapped is None:
             return
         src_xy, inside = mapped
-        warped = np.stack([ndimage.map_coordinates(self._ref_f32[..., c], [src_xy[:, 1], src_xy[:, 0]], order=1,
-                                                   mode="nearest") for c in range(3)], -1)
+        warped = sample_reference(self._ref_f32, src_xy)
         # the mask is built on a margin of zeros, so the feather fades out inside the box
         mask = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), dtype=np.float32)
         mask[pad:-pad, pad:-pad] = inside.reshape(y1 - y0, x1 - x0)

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from . import validate
 from .background_restore import BackgroundRestorer
+from .body_restore import BodyRestorer
 from .face_restore import FaceRestorer
 from .model.pose_wan import drop_condition
 from .model.system import PoseWanSystem
@@ -61,6 +62,8 @@ class GenerateOptions:
                                           # None: the model's stored setting (on for the embedded models only)
     background_restore: bool | None = None  # the reference photo's background wherever the person is not
                                             # (``background_restore``); None: the model's stored setting
+    body_restore: bool | None = None      # the reference photo's arms and hands moved onto every frame's bones
+                                          # (``body_restore``); None: the model's stored setting
 
 
 @dataclass
@@ -244,8 +247,10 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
 
     restorers = []
     min_score = float(sp.get("min_score", 0.3))
+    # the limbs go over the background, the face over both (it keeps a hand in front of it the limbs')
     for cls, asked, key in ((BackgroundRestorer, opt.background_restore, "background_restore"),
-                            (FaceRestorer, opt.face_restore, "face_restore")):  # the face goes over the background
+                            (BodyRestorer, opt.body_restore, "body_restore"),
+                            (FaceRestorer, opt.face_restore, "face_restore")):
         if (system.schedule.get(key, False) if asked is None else asked):
             restorers.append(cls(image, keypoints[0], min_score=min_score))
 

@@ -1,5 +1,6 @@
-"""What the two reference restorations (``face_restore``, ``background_restore``) share: their switches as the
-command line and the nodes show them, and the checks of their inputs. Light: the command line imports it."""
+"""What the reference restorations (``face_restore``, ``background_restore``, ``body_restore``) share: their
+switches as the command line and the nodes show them, the checks of their inputs, and reading the reference.
+Light: the command line imports it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 
 from .pose import layout as L
 
-# auto is the model's own setting (its schedule's face_restore / background_restore: on for the embedded models)
+# auto is the model's own setting (its schedule's face_restore / background_restore / body_restore: on for the
+# embedded models)
 RESTORE_CHOICES = {"auto": None, "on": True, "off": False}
 RESTORE_HELP = {
     "face_restore": "warp the reference photo's face onto every frame (the head follows the face points, the "
@@ -19,7 +21,11 @@ RESTORE_HELP = {
     "background_restore": "put the reference photo's own background back wherever the person is not (a still "
                           "camera): auto = the model's own setting, on for the embedded models, which redraw "
                           "it mottled; off = the model's frames untouched",
+    "body_restore": "move the reference photo's arms and hands onto every frame's bones (each arm bone rigidly, "
+                    "each hand by its points): auto = the model's own setting, on for the embedded models, "
+                    "which smear the arms; off = the model's frames untouched",
 }
+RESTORE_KEYS = tuple(RESTORE_HELP)  # the GenerateOptions fields, flags (--face-restore ...) and node inputs
 
 
 def restore_setting(value: str, name: str) -> bool | None:
@@ -30,13 +36,13 @@ def restore_setting(value: str, name: str) -> bool | None:
 
 
 def add_restore_flags(parser: argparse.ArgumentParser) -> None:
-    """``--face-restore`` and ``--background-restore`` (auto / on / off) on a command."""
+    """``--face-restore``, ``--background-restore`` and ``--body-restore`` (auto / on / off) on a command."""
     for key, text in RESTORE_HELP.items():
         parser.add_argument("--" + key.replace("_", "-"), choices=tuple(RESTORE_CHOICES), default="auto", help=text)
 
 
 def restore_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The two flags as ``GenerateOptions`` fields (None = the model's own setting)."""
+    """The restoration flags as ``GenerateOptions`` fields (None = the model's own setting)."""
     return {key: restore_setting(getattr(args, key), "--" + key.replace("_", "-")) for key in RESTORE_HELP}
 
 
@@ -66,3 +72,11 @@ def check_frames(frames: np.ndarray, keypoints: np.ndarray, reference: np.ndarra
         raise ValueError(f"{what}: {len(frames)} frames need keypoints ({len(frames)}, {L.NUM_KEYPOINTS}, 3); "
                          f"got {keypoints.shape}")
     return frames, keypoints
+
+
+def sample_reference(reference: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """A float32 image (H, W, 3) read bilinearly at points (N, 2) x, y (its edge repeated outside) -> (N, 3)."""
+    from scipy import ndimage
+
+    return np.stack([ndimage.map_coordinates(reference[..., c], [xy[:, 1], xy[:, 0]], order=1, mode="nearest")
+                     for c in range(3)], -1)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .restoration import RESTORE_KEYS
+
 MAX_SEED = 2**64 - 1        # torch.Generator takes seeds up to here; ComfyUI's seed widgets stop here too
 MAX_FPS = 1000.0            # the mp4 writer's limit: above it no container or player copes
 PIXEL_BUDGET = 1280 * 720   # pixels per frame: Wan2.1's largest trained size (4096x4096 took over 20 GB)
@@ -156,6 +158,7 @@ GENERATE_NAMES = {"sampler": "sampler", "timesteps": "timesteps", "steps": "step
                   "shift": "shift", "seed": "seed", "top_k": "top_k", "backend": "backend",
                   "window_frames": "window_frames", "overlap_latents": "overlap_latents", "size": "size",
                   "face_restore": "face_restore", "background_restore": "background_restore",
+                  "body_restore": "body_restore",
                   "size_fix": "give a smaller size=(H, W), or allow_large_size=True to try it anyway"}
 
 
@@ -185,7 +188,7 @@ def generate_options(opt: Any, names: Mapping[str, str] | None = None) -> None:
     whole(opt.overlap_latents, n["overlap_latents"], low=1, high=(frames - 1) // 4)  # latent frames, < a window
     if opt.size is not None:
         video_size(opt.size, n["size"], allow_large=bool(getattr(opt, "allow_large_size", False)), fix=n["size_fix"])
-    for key in ("face_restore", "background_restore"):
+    for key in RESTORE_KEYS:
         restore = getattr(opt, key, None)
         if restore is not None and not isinstance(restore, (bool, np.bool_)):
             raise ValueError(f"{n[key]} must be true, false or none (the model's own setting); "

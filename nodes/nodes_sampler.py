@@ -81,6 +81,12 @@ class IASASampler:
                                "not (for a still camera). auto = the model's own setting (on for the "
                                "embedded models, which redraw it mottled); off = the model's frames "
                                "untouched."}),
+                "body_restore": (["auto", "on", "off"], {
+                    "default": "auto",
+                    "tooltip": "Move the reference photo's arms and hands onto every frame's bones (each "
+                               "arm bone rigidly, each hand by its points). auto = the model's own setting "
+                               "(on for the embedded models, which smear the arms); off = the model's "
+                               "frames untouched."}),
             },
         }
 
@@ -109,7 +115,7 @@ class IASASampler:
 
     def sample(self, model, reference_image, poses, sampler="auto", steps=0, seed=0, backend="auto", sparse=True,
                plan=None, guidance=0.0, window_frames=81, overlap=4, start_from_image=True,
-               face_restore="auto", background_restore="auto"):
+               face_restore="auto", background_restore="auto", body_restore="auto"):
         import torch
 
         from iasa_core import validate
@@ -130,7 +136,8 @@ class IASASampler:
                                   overlap_latents=validate.whole(overlap, "overlap", low=1),
                                   anchor_first=bool(start_from_image),
                                   face_restore=restore_setting(face_restore, "face_restore"),
-                                  background_restore=restore_setting(background_restore, "background_restore"))
+                                  background_restore=restore_setting(background_restore, "background_restore"),
+                                  body_restore=restore_setting(body_restore, "body_restore"))
         validate.generate_options(options, INPUT_NAMES)
         image = load_image(reference_image, name="reference_image")
         validate.reference_image(image.shape, "reference_image")

@@ -153,15 +153,16 @@ def test_bench_quality_takes_model_files_for_its_rows(monkeypatch):
 
     rows = quality.default_rows(teacher="t.safetensors", student="s.safetensors")
     assert [r.model for r in rows] == ["", "t.safetensors", "t.safetensors", "t.safetensors", "embedded-dmd",
-                                       "s.safetensors", "s.safetensors", "s.safetensors", "s.safetensors"]
-    # the model rows show the model alone; two rows add the restorations
-    assert [(r.face_restore, r.background_restore) for r in rows] == [(False, False)] * 6 + [
-        (True, False), (True, True), (False, False)]
+                                       "s.safetensors", "s.safetensors", "s.safetensors", "s.safetensors",
+                                       "s.safetensors"]
+    # the model rows show the model alone; three rows add the restorations
+    assert [(r.face_restore, r.background_restore, r.body_restore) for r in rows] == [(False, False, False)] * 6 + [
+        (True, False, False), (True, True, False), (True, True, True), (False, False, False)]
     seen = []
     monkeypatch.setattr(quality, "bench_quality", lambda **kw: seen.append(kw["rows"]) or {"rows": []})
     monkeypatch.setattr(quality, "format_table", lambda result: "")
     assert main(["bench", "quality", "--dmd", "d.safetensors"]) == 0
-    assert [r.model for r in seen[0]][4:] == ["d.safetensors"] + ["embedded"] * 4
+    assert [r.model for r in seen[0]][4:] == ["d.safetensors"] + ["embedded"] * 5
     assert main(["bench", "quality"]) == 0 and seen[1] is None  # no files given: the embedded models
 
 

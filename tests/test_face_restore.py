@@ -193,6 +193,7 @@ def test_embedded_models_restore_faces_by_default():
     for name in EMBEDDED_MODELS:
         schedule = load_model(name).schedule
         assert schedule["face_restore"] is True and schedule["background_restore"] is True
+        assert schedule["body_restore"] is True
     assert "face_restore" not in load_student(embedded_path("embedded")).schedule  # the files do not store it
 
 
@@ -205,15 +206,18 @@ def test_command_line_and_node_pass_the_switch(tiny_system, monkeypatch):
                                       "--face-restore", "off"])
     assert generate_cli._options(args)["face_restore"] is False
     assert generate_cli._options(args)["background_restore"] is None
+    assert generate_cli._options(args)["body_restore"] is None
+    assert build_parser().parse_args(["demo", "--body-restore", "off"]).body_restore == "off"
     assert generate_cli._options(build_parser().parse_args(
         ["generate", "--poses", "p.json", "--image", "i.png", "--out", "o.mp4"]))["face_restore"] is None
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--face-restore", "maybe"])
     assert build_parser().parse_args(["demo", "--face-restore", "on"]).face_restore == "on"
     # the node: its choices are the library's, and it hands the switch to GenerateOptions
-    from iasa_core.restoration import RESTORE_CHOICES
+    from iasa_core.restoration import RESTORE_CHOICES, RESTORE_KEYS
 
-    for name in ("face_restore", "background_restore"):
+    assert RESTORE_KEYS == ("face_restore", "background_restore", "body_restore")
+    for name in RESTORE_KEYS:
         choices, spec = IASASampler.INPUT_TYPES()["optional"][name]
         assert choices == list(RESTORE_CHOICES) and spec["default"] == "auto" and spec["tooltip"]
     import iasa_core.pipeline as pipeline
@@ -226,8 +230,9 @@ def test_command_line_and_node_pass_the_switch(tiny_system, monkeypatch):
 
     pk = poses.to_pose_keypoint()
     ref = torch.from_numpy(image).float()[None] / 255.0
-    IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="on", background_restore="off")
-    assert (seen[-1].face_restore, seen[-1].background_restore) == (True, False)
+    IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="on", background_restore="off",
+                         body_restore="on")
+    assert (seen[-1].face_restore, seen[-1].background_restore, seen[-1].body_restore) == (True, False, True)
     with pytest.raises(ValueError, match="face_restore must be one of auto, on, off"):
         IASASampler().sample({"system": tiny_system}, ref, pk, face_restore="yes")
 

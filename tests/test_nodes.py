@@ -41,7 +41,7 @@ CONTRACT = {
                         ("IASA_MODEL",), ("model",)),
     "IASASampler": (["model", "reference_image", "poses", "sampler", "steps", "seed", "backend", "sparse"],
                     ["plan", "guidance", "window_frames", "overlap", "start_from_image", "face_restore",
-                     "background_restore"], ("IMAGE", "FLOAT"), ("images", "fps")),
+                     "background_restore", "body_restore"], ("IMAGE", "FLOAT"), ("images", "fps")),
     "IASAVideo": (["images", "fps"], ["audio"], ("VIDEO",), ("video",)),
     "IASAVideoLength": (["poses", "max_frames"], ["audio"], ("INT", "FLOAT", "AUDIO"), ("length", "fps", "audio")),
 }

@@ -35,12 +35,13 @@ class QualityRow:
     local: bool = True
     face_restore: bool = False        # the reference face warped onto the frames (a post-process)
     background_restore: bool = False  # the reference background put back outside the person (a post-process)
+    body_restore: bool = False        # the reference arms and hands moved onto the bones (a post-process)
 
 
 COPY_ROW = QualityRow("copy the reference frame (floor)", "", "copy", sparse=False)
 # Short names of the table's rows, in its order (`bench quality --rows`).
 ROW_KEYS = ("floor", "teacher", "teacher-global", "teacher-iasa", "dmd", "student", "student-face",
-            "student-restored", "student-global")
+            "student-restored", "student-body", "student-global")
 
 
 def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", student: str = "embedded",
@@ -57,10 +58,13 @@ def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", s
         QualityRow("+ DMD, 4 steps", dmd, "student", sparse=True),
         QualityRow("+ region loss (ours)", student, "student", sparse=True),
         # The same frames with the reference face warped onto them (iasa_core/face_restore.py), then also with
-        # the reference background put back (iasa_core/background_restore.py): what the demo shows.
+        # the reference background put back (iasa_core/background_restore.py), then also with the reference
+        # arms and hands moved onto the bones (iasa_core/body_restore.py): what the demo shows.
         QualityRow("ours + face restore", student, "student", sparse=True, face_restore=True),
         QualityRow("ours + face and background restore", student, "student", sparse=True, face_restore=True,
                    background_restore=True),
+        QualityRow("ours + face, background and body restore", student, "student", sparse=True, face_restore=True,
+                   background_restore=True, body_restore=True),
         # Where the local (same-region) rule costs: the same student with only the global top-K frame mask.
         QualityRow("ours with the global mask only", student, "student", sparse=True, local=False),
     ]
@@ -116,7 +120,7 @@ def evaluate_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None
     for i, clip in enumerate(clips):
         opts = GenerateOptions(sampler=row.sampler, sparse=row.sparse, seed=seed + i, steps=steps,
                                local=None if row.local else False, face_restore=row.face_restore,
-                               background_restore=row.background_restore)
+                               background_restore=row.background_restore, body_restore=row.body_restore)
         image = clip.frames[0]
         result = generate_video(system, image, clip.poses, opts)
         if keep is not None:

@@ -11,24 +11,26 @@ DEFAULT_MIN_SCORE = 0.3
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
     """Counter-clockwise convex hull (Andrew's monotone chain) of (P, 2) points."""
-    pts = np.unique(np.asarray(points, dtype=np.float64), axis=0)
-    if len(pts) <= 2:
-        return pts
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    # Python floats: the same float64 arithmetic as numpy scalars, without their per-operation overhead
+    # (masks for every frame of a video build thousands of small hulls)
+    rows = sorted(set(map(tuple, pts.tolist())))
+    if len(rows) <= 2:
+        return np.array(rows, dtype=np.float64).reshape(-1, 2)
 
-    def half(seq):
-        out: list[np.ndarray] = []
-        for p in seq:
-            while len(out) >= 2 and _cross(out[-2], out[-1], p) <= 0:
+    def half(seq: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        for px, py in seq:
+            while len(out) >= 2:
+                (ox, oy), (ax, ay) = out[-2], out[-1]
+                if (ax - ox) * (py - oy) - (ay - oy) * (px - ox) > 0:
+                    break
                 out.pop()
-            out.append(p)
+            out.append((px, py))
         return out
 
-    lower, upper = half(pts), half(pts[::-1])
-    return np.array(lower[:-1] + upper[:-1])
-
-
-def _cross(o, a, b) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+    lower, upper = half(rows), half(rows[::-1])
+    return np.array(lower[:-1] + upper[:-1], dtype=np.float64)
 
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

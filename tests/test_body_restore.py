@@ -1,0 +1,212 @@
+"""Reference body restoration (iasa_core/body_restore.py): the reference torso, arm bones and hands moved onto each
+frame's pose, the model's pixels elsewhere, and the switch through the pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from iasa_core.body_restore import ARM_RADIUS, BodyRestorer
+from iasa_core.pose import layout as L
+from iasa_core.restoration import sample_reference
+
+H = W = 128
+LEFT_ARM = (L.L_SHOULDER, L.L_ELBOW, L.L_WRIST)
+RIGHT_ARM = (L.R_SHOULDER, L.R_ELBOW, L.R_WRIST)
+
+
+def _hand(wrist: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """21 hand points fanning out from the wrist along ``direction`` (about 8 px long)."""
+    d = direction / np.linalg.norm(direction)
+    side = np.array([-d[1], d[0]])
+    pts = [wrist]
+    for finger in range(5):
+        spread = (finger - 2) * 1.5
+        pts += [wrist + d * (2.0 + 1.6 * j) + side * spread * (1 + 0.2 * j) for j in range(4)]
+    return np.array(pts)
+
+
+def _body() -> np.ndarray:
+    """A frontal upper body (133, 3): shoulders 40 px apart, arms hanging out to the sides, both hands, hips."""
+    kp = np.zeros((L.NUM_KEYPOINTS, 3))
+    points = {L.L_SHOULDER: (84, 40), L.R_SHOULDER: (44, 40), L.L_ELBOW: (96, 66), L.R_ELBOW: (32, 66),
+              L.L_WRIST: (102, 92), L.R_WRIST: (26, 92), L.L_HIP: (78, 112), L.R_HIP: (50, 112)}
+    for i, xy in points.items():
+        kp[i] = (*xy, 0.9)
+    for hand, wrist, elbow in ((L.LEFT_HAND, L.L_WRIST, L.L_ELBOW), (L.RIGHT_HAND, L.R_WRIST, L.R_ELBOW)):
+        kp[list(hand), :2] = _hand(kp[wrist, :2], kp[wrist, :2] - kp[elbow, :2])
+        kp[list(hand), 2] = 0.9
+    return kp
+
+
+def _picture(seed: int = 0) -> np.ndarray:
+    """A smooth random picture (bilinear sampling of it is close to its pixels)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(ndimage.zoom(rng.random((16, 16, 3)) * 255, (8, 8, 1), order=1), 0, 255).astype(np.uint8)
+
+
+def _pixels() -> np.ndarray:
+    ys, xs = np.mgrid[0:H, 0:W]
+    return np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+
+
+def _distance_to_segment(pts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    t = np.clip(((pts - a) @ (b - a)) / ((b - a) @ (b - a)), 0, 1)
+    return np.linalg.norm(pts - a - t[:, None] * (b - a), axis=1)
+
+
+def _hide(kp: np.ndarray, *parts) -> np.ndarray:
+    out = kp.copy()
+    for part in parts:
+        out[list(part), 2] = 0.0
+    return out
+
+
+def test_a_still_pose_gives_back_the_reference_on_the_body_and_the_frames_elsewhere():
+    ref, kp = _picture(), _body()
+    frames = np.full((2, H, W, 3), 40, dtype=np.uint8)
+    restorer = BodyRestorer(ref, kp)
+    out = restorer.restore(frames, np.stack([kp, kp]))
+    radius = ARM_RADIUS * 40
+    pts = _pixels()
+    bone = np.min([_distance_to_segment(pts, kp[i, :2], kp[j, :2])
+                   for arm in (LEFT_ARM, RIGHT_ARM) for i, j in zip(arm[:-1], arm[1:], strict=True)], axis=0)
+    on_arms = (bone <= radius - 0.5).reshape(H, W)
+    for t in range(2):
+        assert np.array_equal(out[t][on_arms], ref[on_arms])  # the arms: the reference's own pixels
+    hull = np.array([kp[L.L_SHOULDER, :2], kp[L.R_SHOULDER, :2], kp[L.R_HIP, :2], kp[L.L_HIP, :2]])
+    near_torso = np.min([_distance_to_segment(pts, a, b) for a, b in zip(hull, np.roll(hull, -1, 0),
+                                                                           strict=True)], axis=0)
+    torso = ndimage.binary_fill_holes((near_torso < 1).reshape(H, W))
+    inside = torso & ~(bone <= radius + 1).reshape(H, W)
+    assert inside.sum() > 1000 and np.array_equal(out[0][inside], ref[inside])  # the torso clear of the arms
+    far = (np.minimum(bone, near_torso) > radius + 2).reshape(H, W) & ~torso
+    hands = np.concatenate([kp[list(h), :2] for h in (L.LEFT_HAND, L.RIGHT_HAND)])
+    far &= (np.min(np.linalg.norm(pts[:, None] - hands[None], axis=2), axis=1) > 6).reshape(H, W)
+    assert far.sum() > 5000 and (out[:, far] == 40).all()  # away from the body: the model's frames untouched
+    assert restorer.frames_restored == 2 and restorer.parts_restored == 2 * 7  # torso, 4 bones, 2 hands
+    assert restorer.summary() == "body restore: 14 parts (torso, arm bones, hands) in 2 frames"
+    assert (frames == 40).all()  # the input is not written to
+
+
+def test_a_forearm_turned_and_stretched_reads_the_reference_along_its_bone():
+    ref, kp = _picture(1), _hide(_body(), RIGHT_ARM[1:], L.LEFT_HAND, L.RIGHT_HAND)
+    moved = kp.copy()
+    elbow, wrist = kp[L.L_ELBOW, :2], kp[L.L_WRIST, :2]
+    angle, stretch = np.deg2rad(70.0), 1.4  # swung in across the shirt, and 40 % longer
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved[L.L_WRIST, :2] = elbow + stretch * rot @ (wrist - elbow)
+    out = BodyRestorer(ref, kp).restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    radius = ARM_RADIUS * 40
+    new_wrist = moved[L.L_WRIST, :2]
+    axis = (new_wrist - elbow) / np.linalg.norm(new_wrist - elbow)
+    side = np.array([-axis[1], axis[0]])
+    checked = 0
+    for u in np.linspace(0.4, 0.9, 6):        # clear of the upper arm at the elbow
+        for v in np.linspace(-(radius - 1), radius - 1, 5):
+            p = elbow + u * (new_wrist - elbow) + v * side
+            x, y = int(round(p[0])), int(round(p[1]))
+            pixel = np.array([x, y], dtype=np.float64)
+            # the pixel's own position mapped back: along the bone by the stretch, across it unscaled
+            rel = pixel - elbow
+            q = elbow + (rel @ axis) / np.linalg.norm(new_wrist - elbow) * (wrist - elbow) + (rel @ side) * (
+                rot.T @ side)
+            want = sample_reference(ref.astype(np.float32), q[None])[0]
+            assert np.abs(out[y, x].astype(float) - want).max() <= 0.51
+            checked += 1
+    assert checked == 30
+
+
+def test_a_hand_moves_with_the_similarity_of_its_points():
+    ref, kp = _picture(2), _hide(_body(), LEFT_ARM[1:], RIGHT_ARM[1:], L.RIGHT_HAND)
+    hand = list(L.LEFT_HAND)
+    centre = kp[hand, :2].mean(0)
+    a = 1.2 * np.exp(1j * np.deg2rad(35))
+    moved = kp.copy()
+    z = a * ((kp[hand, 0] - centre[0]) + 1j * (kp[hand, 1] - centre[1]))
+    moved[hand, 0], moved[hand, 1] = z.real + centre[0] - 30, z.imag + centre[1] - 20  # onto the torso
+    out = BodyRestorer(ref, kp).restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    for p in moved[hand, :2]:
+        x, y = int(round(p[0])), int(round(p[1]))
+        w = ((x - centre[0] + 30) + 1j * (y - centre[1] + 20)) / a
+        want = sample_reference(ref.astype(np.float32), np.array([[w.real + centre[0], w.imag + centre[1]]]))[0]
+        assert np.abs(out[y, x].astype(float) - want).max() <= 0.51
+
+
+def test_an_arm_that_moves_away_leaves_the_shirt_not_its_ghost():
+    kp = _body()
+    kp[L.L_ELBOW, :2], kp[L.L_WRIST, :2] = (70, 70), (50, 80)  # the left forearm across the shirt
+    kp[list(L.LEFT_HAND), :2] = _hand(kp[L.L_WRIST, :2], kp[L.L_WRIST, :2] - kp[L.L_ELBOW, :2])
+    shirt, sleeve = (200, 30, 30), (30, 30, 200)
+    ref = np.zeros((H, W, 3), dtype=np.uint8)
+    pts = _pixels()
+    torso = np.array([kp[L.L_SHOULDER, :2], kp[L.R_SHOULDER, :2], kp[L.R_HIP, :2], kp[L.L_HIP, :2]])
+    edges = zip(torso, np.roll(torso, -1, 0), strict=True)
+    inside = np.all([(b[0] - a[0]) * (pts[:, 1] - a[1]) - (b[1] - a[1]) * (pts[:, 0] - a[0]) <= 0
+                     for a, b in edges], axis=0).reshape(H, W)
+    ref[inside] = shirt
+    arm = np.min([_distance_to_segment(pts, kp[i, :2], kp[j, :2])
+                  for i, j in ((L.L_SHOULDER, L.L_ELBOW), (L.L_ELBOW, L.L_WRIST))], axis=0).reshape(H, W) <= 4
+    ref[arm] = sleeve
+    moved = _body()  # the arm hangs at the side again
+    out = BodyRestorer(ref, kp).restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    old = _distance_to_segment(pts, kp[L.L_ELBOW, :2], kp[L.L_WRIST, :2]).reshape(H, W) <= 3
+    hands = np.min(np.linalg.norm(pts[:, None] - kp[list(L.LEFT_HAND), None, :2].transpose(1, 0, 2), axis=2),
+                   axis=1).reshape(H, W) < 8
+    ghost = old & inside & ~hands
+    assert ghost.sum() > 40
+    assert (out[ghost] == shirt).all()  # where the forearm was: the shirt, filled from its nearest pixels
+
+
+def test_parts_need_their_points_in_both_poses():
+    ref, kp = _picture(), _body()
+    frames = np.full((1, H, W, 3), 40, dtype=np.uint8)
+    no_shoulders = _hide(kp, [L.L_SHOULDER])
+    restorer = BodyRestorer(ref, no_shoulders)
+    assert not restorer.usable and "no shoulders" in restorer.summary()
+    assert np.array_equal(restorer.restore(frames, kp[None]), frames)
+    restorer = BodyRestorer(ref, kp)
+    restorer.restore(frames, _hide(kp, [L.R_ELBOW], L.RIGHT_HAND)[None])  # two right bones and a hand gone
+    assert restorer.parts_restored == 4
+    restorer = BodyRestorer(ref, _hide(kp, [L.L_WRIST]))  # hidden in the reference: the same
+    restorer.restore(frames, kp[None])
+    assert restorer.parts_restored == 6
+
+
+def test_bad_inputs_are_named():
+    ref, kp = _picture(), _body()
+    with pytest.raises(ValueError, match=r"body restore: the reference image must be"):
+        BodyRestorer(ref[..., :2], kp)
+    with pytest.raises(ValueError, match=r"body restore: the reference keypoints must be \(133, 3\)"):
+        BodyRestorer(ref, kp[:5])
+    with pytest.raises(ValueError, match=r"body restore: 1 frames need keypoints \(1, 133, 3\)"):
+        BodyRestorer(ref, kp).restore(np.zeros((1, H, W, 3), dtype=np.uint8), kp)
+
+
+def test_generation_restores_background_then_body_then_face():
+    from iasa_core.background_restore import BackgroundRestorer
+    from iasa_core.face_restore import FaceRestorer
+    from iasa_core.model.presets import get_preset
+    from iasa_core.model.system import PoseWanSystem
+    from iasa_core.pipeline import GenerateOptions, fit_poses, generate_video
+    from iasa_core.pose.sequence import PoseSequence
+    from iasa_core.pose.synthetic import synthetic_keypoints
+
+    system = PoseWanSystem.random(get_preset("tiny"), seed=0)
+    image = _picture(3)[:64, :64].copy()
+    poses = PoseSequence(synthetic_keypoints(9, 64, 64, seed=1), 64, 64, fps=25.0)
+    opt = dict(window_frames=9, overlap_latents=1)
+    raw = generate_video(system, image, poses, GenerateOptions(**opt))
+    body = generate_video(system, image, poses, GenerateOptions(**opt, body_restore=True))
+    every = generate_video(system, image, poses, GenerateOptions(**opt, background_restore=True, body_restore=True,
+                                                                 face_restore=True))
+    kp = fit_poses(poses, image.shape[:2], image.shape[:2])
+    assert np.array_equal(body.frames, BodyRestorer(image, kp[0]).restore(raw.frames, kp))
+    assert not np.array_equal(body.frames, raw.frames)
+    want = BackgroundRestorer(image, kp[0]).restore(raw.frames, kp)
+    want = FaceRestorer(image, kp[0]).restore(BodyRestorer(image, kp[0]).restore(want, kp), kp)
+    assert np.array_equal(every.frames, want)
+    assert [n.split(":")[0] for n in every.restore_notes] == ["background restore", "body restore", "face restore"]
+    with pytest.raises(ValueError, match="body_restore must be true, false or none"):
+        generate_video(system, image, poses, GenerateOptions(body_restore="yes"))
