@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .background_restore import clean_plate, legs
 from .pose import layout as L
 from .pose.regions import convex_hull
 from .restoration import check_frames, check_reference, sample_reference
@@ -36,6 +37,10 @@ ARM_RADIUS = 0.12
 HAND_MARGIN = 0.25  # the hand's outline beyond its points' hull, as a share of its size (wrist to middle knuckle)
 MIN_HAND_POINTS = 5  # points seen in both the reference and the frame needed to place a hand
 TORSO_DOWN = 1.5    # without both hips the torso runs this many shoulder widths down (as pose.regions' body)
+MATTE_RANGE = 32.0  # grey levels from the clean plate at which a reference pixel counts wholly as the person
+# Around each arm bone and hand, a band of this share of the shoulder width gets the clean plate (or the torso
+# under it): the model's own smeared outline would show there, inside the background restorer's margins
+CLEAR = 0.1
 # forearm, then upper arm (over the forearm at the elbow), per side; the hands go over both arms
 BONES = ((L.L_ELBOW, L.L_WRIST), (L.L_SHOULDER, L.L_ELBOW), (L.R_ELBOW, L.R_WRIST), (L.R_SHOULDER, L.R_ELBOW))
 HANDS = (np.asarray(L.LEFT_HAND), np.asarray(L.RIGHT_HAND))
@@ -105,43 +110,56 @@ class BodyRestorer:
     parts_restored: int = 0    # torsos, arm bones and hands restored over all frames
     _ref_kp: np.ndarray = field(init=False, repr=False)
     _ref_f32: np.ndarray = field(init=False, repr=False)
-    _torso_f32: np.ndarray = field(init=False, repr=False)  # the reference without its arms and hands over the torso
+    _plate: np.ndarray | None = field(init=False, default=None, repr=False)  # the background without the person
+    _limb_source: np.ndarray = field(init=False, repr=False)   # (H, W, 4): the reference and its matte
+    _torso_source: np.ndarray = field(init=False, repr=False)  # the same without its arms and hands on the torso
     _shoulders: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
+
         ref, kp = check_reference(self.reference, self.ref_keypoints, "body restore")
         self._ref_f32 = ref.astype(np.float32)
         self._ref_kp = kp
         self._shoulders = self._shoulder_width(kp)
-        self._torso_f32 = self._clear_torso() if self.usable else self._ref_f32
+        self._plate = clean_plate(ref, kp, self.min_score) if self._shoulders > 0 else None
+        if self.usable:
+            self._limb_source = self._with_matte(self._ref_f32)
+            self._torso_source = self._with_matte(self._clear_torso(self._limb_source[..., 3] > 0))
 
-    def _clear_torso(self) -> np.ndarray:
-        """The reference with what its arms and hands cover of the torso filled from the nearest torso pixel."""
+    def _with_matte(self, image: np.ndarray) -> np.ndarray:
+        """The image (H, W, 3) and a fourth channel: how surely each pixel is the person, not the background."""
+        matte = np.clip(np.abs(image - self._plate).max(-1) / MATTE_RANGE, 0.0, 1.0)
+        return np.concatenate([image, matte[..., None]], axis=-1)
+
+    def _clear_torso(self, person: np.ndarray) -> np.ndarray:
+        """The reference without its arms and hands: on the torso filled from the nearest torso pixel, beside
+        it the clean plate (so the torso's margin does not carry an arm's colour)."""
         from scipy import ndimage
 
         hw = self.reference.shape[:2]
         kp, ok = self._ref_kp, self._visible(self._ref_kp)
         limbs = np.zeros(hw, dtype=bool)
-        for (x0, y0, x1, y1), _, alpha in self._limb_layers(kp, kp, ok, 1.0, hw):
-            limbs[y0:y1, x0:x1] |= alpha.reshape(y1 - y0, x1 - x0) > 0
+        for (x0, y0, x1, y1), _, distance, reach in self._limb_layers(kp, kp, ok, 1.0, 1.0, hw):
+            limbs[y0:y1, x0:x1] |= (distance < reach + 0.5).reshape(y1 - y0, x1 - x0)
         torso = np.zeros(hw, dtype=bool)
-        corners = torso_points(kp, bool(ok[[L.L_HIP, L.R_HIP]].all()))
-        box = _box(corners.min(0), corners.max(0), 0.0, hw)
+        outline = self._outline(kp, bool(ok[[L.L_HIP, L.R_HIP]].all()))
+        box = _box(outline.min(0), outline.max(0), 0.0, hw)
         if box is not None:
             x0, y0, x1, y1 = box
-            torso[y0:y1, x0:x1] = (_hull_distance(_pixels(box), convex_hull(corners)) == 0).reshape(y1 - y0, x1 - x0)
-        source = torso & ~limbs
-        if not source.any():
-            return self._ref_f32
-        nearest = ndimage.distance_transform_edt(~source, return_distances=False, return_indices=True)
+            torso[y0:y1, x0:x1] = (_hull_distance(_pixels(box), outline) == 0).reshape(y1 - y0, x1 - x0)
         out = self._ref_f32.copy()
-        out[limbs] = self._ref_f32[nearest[0][limbs], nearest[1][limbs]]
+        limbs &= person
+        out[limbs & ~torso] = self._plate[limbs & ~torso]
+        source, fill = torso & ~limbs, limbs & torso
+        if source.any() and fill.any():
+            nearest = ndimage.distance_transform_edt(~source, return_distances=False, return_indices=True)
+            out[fill] = self._ref_f32[nearest[0][fill], nearest[1][fill]]
         return out
 
     @property
     def usable(self) -> bool:
-        """Whether the reference shows both shoulders (they set the arms' thickness)."""
-        return self._shoulders > 0
+        """Whether the reference shows both shoulders (they set the body's scale)."""
+        return self._plate is not None
 
     def summary(self) -> str:
         """One line for the user: what the restoration did."""
@@ -171,10 +189,23 @@ class BodyRestorer:
             if not layers:
                 continue
             frame = out[t].astype(np.float32)
-            for source, (x0, y0, x1, y1), src_xy, alpha in layers:
-                warped = sample_reference(source, src_xy).reshape(y1 - y0, x1 - x0, 3)
-                a = alpha.reshape(y1 - y0, x1 - x0, 1)
-                frame[y0:y1, x0:x1] = a * warped + (1.0 - a) * frame[y0:y1, x0:x1]
+            laid = np.zeros(hw + (1,), dtype=np.float32)  # how much of each pixel a part laid so far covers
+            ring = CLEAR * self._shoulders * self._scale(keypoints[t])
+            for source, (x0, y0, x1, y1), src_xy, distance, reach in layers:
+                shape = (y1 - y0, x1 - x0, 1)
+                warped = sample_reference(source, src_xy).reshape(shape[:2] + (4,))
+                part = np.clip(reach + 0.5 - distance, 0.0, 1.0).reshape(shape)
+                person = part * warped[..., 3:]
+                below, plate = frame[y0:y1, x0:x1], self._plate[y0:y1, x0:x1]
+                # where the footprint shows the reference's background, and in the band around a limb: what
+                # lies behind the part here, a part laid before (the torso, the other arm) or else the background
+                # (the torso gets no band: the neck and the model's hips are there)
+                cover = laid[y0:y1, x0:x1]
+                band = part if source is self._torso_source else np.clip(reach + ring + 0.5 - distance, 0.0,
+                                                                         1.0).reshape(shape)
+                behind = cover * below + (1.0 - cover) * plate
+                laid[y0:y1, x0:x1] = np.maximum(cover, person)
+                frame[y0:y1, x0:x1] = person * warped[..., :3] + (band - person) * behind + (1.0 - band) * below
             out[t] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
             self.frames_restored += 1
             self.parts_restored += len(layers)
@@ -182,40 +213,54 @@ class BodyRestorer:
 
     def _layers(self, kp: np.ndarray, hw: tuple[int, int]) -> list[tuple[np.ndarray, Box, np.ndarray, np.ndarray]]:
         """One frame's restored parts, bottom first: (source image, box, where its pixels (N, 2) read the source,
-        alpha (N,))."""
+        their distance (N,) from the part's shape, and how far from the shape the part reaches)."""
         ref = self._ref_kp
         ok = self._visible(kp) & self._visible(ref)
-        width = self._shoulder_width(kp)
-        scale = width / self._shoulders if width > 0 else 1.0  # the body's size in this frame over the reference's
+        scale = self._scale(kp)
+        pad = CLEAR * self._shoulders * scale + 1.0  # the boxes hold the band around each part
         layers = []
         if ok[[L.L_SHOULDER, L.R_SHOULDER]].all():
-            torso = self._torso(kp, ok, scale, hw)
+            torso = self._torso(kp, ok, scale, pad, hw)
             if torso is not None:
-                layers.append((self._torso_f32, *torso))
-        layers += [(self._ref_f32, *layer) for layer in self._limb_layers(kp, ref, ok, scale, hw)]
+                layers.append((self._torso_source, *torso))
+        layers += [(self._limb_source, *layer) for layer in self._limb_layers(kp, ref, ok, scale, pad, hw)]
         return layers
 
-    def _torso(self, kp: np.ndarray, ok: np.ndarray, scale: float, hw: tuple[int, int]):
+    def _scale(self, kp: np.ndarray) -> float:
+        """The body's size in a frame over the reference's (1 without both shoulders in the frame)."""
+        width = self._shoulder_width(kp)
+        return width / self._shoulders if width > 0 else 1.0
+
+    def _torso(self, kp: np.ndarray, ok: np.ndarray, scale: float, pad: float, hw: tuple[int, int]):
         hips = bool(ok[[L.L_HIP, L.R_HIP]].all())
-        dst = torso_points(kp, hips)
-        m = _affine(torso_points(self._ref_kp, hips), dst)
+        m = _affine(torso_points(self._ref_kp, hips), torso_points(kp, hips))
         if m is None:
             return None
+        outline = self._outline(kp, hips)
         margin = ARM_RADIUS * self._shoulders * scale  # the shirt reaches over the shoulder points
-        box = _box(dst.min(0), dst.max(0), margin + 1.0, hw)
+        box = _box(outline.min(0), outline.max(0), margin + pad, hw)
         if box is None:
             return None
         pts = _pixels(box)
-        alpha = np.clip(margin + 0.5 - _hull_distance(pts, convex_hull(dst)), 0.0, 1.0)
-        return box, pts @ m[:, :2].T + m[:, 2], alpha
+        return box, pts @ m[:, :2].T + m[:, 2], _hull_distance(pts, outline), margin
 
-    def _limb_layers(self, kp: np.ndarray, ref: np.ndarray, ok: np.ndarray, scale: float, hw: tuple[int, int]
-                     ) -> Iterator[tuple[Box, np.ndarray, np.ndarray]]:
-        """The arm bones' and hands' parts of one frame: (box, reference coordinates (N, 2), alpha (N,))."""
+    def _outline(self, kp: np.ndarray, hips: bool) -> np.ndarray:
+        """The convex hull of the torso's corners and the legs' below visible hips (they move with the torso).
+
+        Convex, so clothes wider at the waist or the hips stay in; what it takes of the background beside the
+        waist is the reference's background, which the matte leaves to the clean plate."""
+        below = legs(kp, self.min_score) if hips else None
+        corners = torso_points(kp, hips)
+        return convex_hull(corners if below is None else np.concatenate([corners, below[2:]]))
+
+    def _limb_layers(self, kp: np.ndarray, ref: np.ndarray, ok: np.ndarray, scale: float, pad: float,
+                     hw: tuple[int, int]) -> Iterator[tuple[Box, np.ndarray, np.ndarray, float]]:
+        """The arm bones' and hands' parts of one frame: (box, reference coordinates (N, 2), distance (N,),
+        reach)."""
         radius = ARM_RADIUS * self._shoulders * scale
         for i, j in BONES:
             if ok[i] and ok[j]:
-                layer = self._bone(kp[i, :2], kp[j, :2], ref[i, :2], ref[j, :2], radius, scale, hw)
+                layer = self._bone(kp[i, :2], kp[j, :2], ref[i, :2], ref[j, :2], radius, scale, pad, hw)
                 if layer is not None:
                     yield layer
         for idx in HANDS:
@@ -225,16 +270,16 @@ class BodyRestorer:
                 pts = kp[both, :2]
                 size = (float(np.hypot(*(kp[knuckle, :2] - kp[wrist, :2]))) if ok[wrist] and ok[knuckle] else
                         0.5 * float(np.hypot(*(pts.max(0) - pts.min(0)))))
-                layer = self._hand(pts, ref[both, :2], size, hw)
+                layer = self._hand(pts, ref[both, :2], size, pad, hw)
                 if layer is not None:
                     yield layer
 
     def _bone(self, a: np.ndarray, b: np.ndarray, a0: np.ndarray, b0: np.ndarray, radius: float, scale: float,
-              hw: tuple[int, int]):
+              pad: float, hw: tuple[int, int]):
         length, length0 = float(np.hypot(*(b - a))), float(np.hypot(*(b0 - a0)))
         if length < 1e-6 or length0 < 1e-6 or radius <= 0:
             return None
-        box = _box(np.minimum(a, b), np.maximum(a, b), radius + 1.0, hw)
+        box = _box(np.minimum(a, b), np.maximum(a, b), radius + pad, hw)
         if box is None:
             return None
         pts = _pixels(box)
@@ -243,24 +288,22 @@ class BodyRestorer:
         along = rel @ e / length              # 0 at a, 1 at b
         across = rel @ _perp(e) / scale       # in the reference's pixels
         src = a0 + along[:, None] * (b0 - a0) + across[:, None] * _perp((b0 - a0) / length0)
-        alpha = np.clip(radius + 0.5 - _segment_distance(pts, a, b), 0.0, 1.0)
-        return box, src, alpha
+        return box, src, _segment_distance(pts, a, b), radius
 
-    def _hand(self, dst: np.ndarray, src: np.ndarray, size: float, hw: tuple[int, int]):
+    def _hand(self, dst: np.ndarray, src: np.ndarray, size: float, pad: float, hw: tuple[int, int]):
         from .face_restore import similarity
 
         a, md, ms = similarity(src, dst)
         if abs(a) < 1e-6:
             return None
         margin = max(HAND_MARGIN * size, 1.0)
-        box = _box(dst.min(0), dst.max(0), margin + 1.0, hw)
+        box = _box(dst.min(0), dst.max(0), margin + pad, hw)
         if box is None:
             return None
         pts = _pixels(box)
         z = ((pts[:, 0] - md[0]) + 1j * (pts[:, 1] - md[1])) / a
         src_xy = np.stack([z.real + ms[0], z.imag + ms[1]], -1)
-        alpha = np.clip(margin + 0.5 - _hull_distance(pts, convex_hull(dst)), 0.0, 1.0)
-        return box, src_xy, alpha
+        return box, src_xy, _hull_distance(pts, convex_hull(dst)), margin
 
 
 def _pixels(box: Box) -> np.ndarray:

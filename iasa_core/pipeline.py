@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from . import validate
-from .background_restore import BackgroundRestorer
+from .background_restore import FEATHER, GROW, TIGHT, BackgroundRestorer
 from .body_restore import BodyRestorer
 from .face_restore import FaceRestorer
 from .model.pose_wan import drop_condition
@@ -245,13 +245,17 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     conditioner.get(0)
     stage(3)
 
-    restorers = []
     min_score = float(sp.get("min_score", 0.3))
-    # the limbs go over the background, the face over both (it keeps a hand in front of it the limbs')
-    for cls, asked, key in ((BackgroundRestorer, opt.background_restore, "background_restore"),
-                            (BodyRestorer, opt.body_restore, "body_restore"),
-                            (FaceRestorer, opt.face_restore, "face_restore")):
-        if (system.schedule.get(key, False) if asked is None else asked):
+    wanted = {key: bool(system.schedule.get(key, False) if asked is None else asked) for key, asked in
+              (("background_restore", opt.background_restore), ("body_restore", opt.body_restore),
+               ("face_restore", opt.face_restore))}
+    restorers = []
+    if wanted["background_restore"]:  # a body drawn from the reference has a sharp outline: tight margins suffice
+        grow, feather = TIGHT if wanted["body_restore"] else (GROW, FEATHER)
+        restorers.append(BackgroundRestorer(image, keypoints[0], min_score=min_score, grow=grow, feather=feather))
+    # the body goes over the background, the face over both (it keeps a hand in front of it the body's)
+    for cls, key in ((BodyRestorer, "body_restore"), (FaceRestorer, "face_restore")):
+        if wanted[key]:
             restorers.append(cls(image, keypoints[0], min_score=min_score))
 
     generator = torch.Generator().manual_seed(int(opt.seed))

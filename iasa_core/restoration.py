@@ -75,8 +75,8 @@ def check_frames(frames: np.ndarray, keypoints: np.ndarray, reference: np.ndarra
 
 
 def sample_reference(reference: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """A float32 image (H, W, 3) read bilinearly at points (N, 2) x, y (its edge repeated outside) -> (N, 3)."""
+    """A float32 image (H, W, C) read bilinearly at points (N, 2) x, y (its edge repeated outside) -> (N, C)."""
     from scipy import ndimage
 
     return np.stack([ndimage.map_coordinates(reference[..., c], [xy[:, 1], xy[:, 0]], order=1, mode="nearest")
-                     for c in range(3)], -1)
+                     for c in range(reference.shape[2])], -1)

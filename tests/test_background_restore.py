@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from iasa_core.background_restore import BackgroundRestorer
+from iasa_core.background_restore import TIGHT, BackgroundRestorer, person_mask
 from iasa_core.pose import layout as L
-from iasa_core.pose.regions import pixel_region_labels
 from iasa_core.pose.synthetic import synthetic_keypoints
 
 H = W = 96
@@ -25,13 +24,34 @@ def test_the_background_is_the_references_and_the_person_the_models():
     frames = np.full((3, H, W, 3), 40, dtype=np.uint8)
     restorer = BackgroundRestorer(ref, kp[0])
     out = restorer.restore(frames, kp)
-    person = pixel_region_labels(kp, H, W, cell=2) > 0
+    ref_person = person_mask(kp[0], (H, W), 0, 0.3)
     for t in range(3):
-        near = ndimage.distance_transform_edt(~(person[t] | person[0])) <= 12  # grow 4 px + fade 7.3 px
-        assert np.array_equal(out[t][~near], ref[~near])  # far from both poses: the reference exactly
-        assert (out[t][person[t]] == 40).all()  # on the frame's person: the model's pixels
+        person = person_mask(kp[t], (H, W), 0, 0.3)
+        assert person.sum() > 300
+        far = ndimage.distance_transform_edt(~person) > 12  # grown 4 px, then the fade over 7.3 px
+        clear = far & (ndimage.distance_transform_edt(~ref_person) > 5)  # and clear of the reference's person
+        assert clear.sum() > 3000 and np.array_equal(out[t][clear], ref[clear])  # the reference exactly
+        assert (out[t][person] == 40).all()  # on the frame's person: the model's pixels
     assert restorer.frames_restored == 3 and restorer.summary() == "background restore: 3 frames"
     assert (frames == 40).all()  # the input is not written to
+
+
+def test_where_the_reference_person_stood_the_background_is_filled_in():
+    kp = _poses(1)[0]
+    ref = np.empty((H, W, 3), dtype=np.uint8)
+    ref[:] = (10, 200, 30)
+    ref[person_mask(kp, (H, W), 0, 0.3)] = (200, 10, 200)  # the person, in a colour of their own
+    moved = kp.copy()
+    moved[:, 0] += 40  # the person has stepped to the right
+    out = BackgroundRestorer(ref, kp).restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    old = person_mask(kp, (H, W), 0, 0.3) & (ndimage.distance_transform_edt(~person_mask(moved, (H, W), 0, 0.3))
+                                             > 12)
+    assert old.sum() > 200 and (out[old] == (10, 200, 30)).all()  # the background, not the person's ghost
+    tight = BackgroundRestorer(ref, kp, grow=TIGHT[0], feather=TIGHT[1])
+    near = ndimage.distance_transform_edt(~person_mask(moved, (H, W), 0, 0.3))
+    ring = (near > 2) & (near < 2.9)  # restored under the tight margins (1 px grown, 2 px fade), kept under the wide
+    out_tight = tight.restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    assert (out_tight[ring] > 0).any(-1).all() and (out[ring] == 0).all()
 
 
 def test_without_shoulders_nothing_is_restored():
