@@ -27,6 +27,7 @@ GROW = 0.1      # the person masks are grown by this share of the reference's sh
 FEATHER = 0.2   # the reference fades in over this share of the shoulder width outside them (at least 1 px)
 TIGHT = (0.02, 0.05)  # (grow, feather) when the body restorer draws the person's outline from the reference
 LEGS = 2.0      # below visible hips the person goes on this many shoulder widths down (thighs and shins)
+HIPS_OUT = 0.15  # and reaches this share of the shoulder width out beyond each hip joint
 CELL = 2        # the masks are evaluated on 2 x 2 pixel cells (pose.regions.pixel_region_labels)
 
 
@@ -43,11 +44,13 @@ def legs(kp: np.ndarray, min_score: float) -> np.ndarray | None:
         return None
     lh, rh = kp[L.L_HIP, :2], kp[L.R_HIP, :2]
     down = (lh + rh) / 2 - (kp[L.L_SHOULDER, :2] + kp[L.R_SHOULDER, :2]) / 2
-    length = float(np.hypot(*down))
-    if length < 1e-6:
+    across = lh - rh
+    length, span = float(np.hypot(*down)), float(np.hypot(*across))
+    if length < 1e-6 or span < 1e-6:
         return None
     step = LEGS * width * down / length
-    return np.stack([lh, rh, rh + step, lh + step])
+    out = HIPS_OUT * width * across / span  # the hip joints sit inside the body's outline
+    return np.stack([lh + out, rh - out, rh - out + step, lh + out + step])
 
 
 def person_mask(kp: np.ndarray, hw: tuple[int, int], grow: int, min_score: float) -> np.ndarray:
@@ -77,8 +80,8 @@ def person_mask(kp: np.ndarray, hw: tuple[int, int], grow: int, min_score: float
 
 
 def clean_plate(reference: np.ndarray, ref_keypoints: np.ndarray, min_score: float = 0.3) -> np.ndarray | None:
-    """The reference (H, W, 3) as float32 with its person replaced by the nearest background pixel; None without
-    both shoulders (the person's size is unknown)."""
+    """The reference (H, W, 3) as float32 with its person (and what they enclose) replaced by the nearest
+    background pixel; None without both shoulders (the person's size is unknown)."""
     from scipy import ndimage
 
     kp = np.asarray(ref_keypoints, dtype=np.float64)
@@ -87,6 +90,8 @@ def clean_plate(reference: np.ndarray, ref_keypoints: np.ndarray, min_score: flo
         return None
     ref = np.asarray(reference).astype(np.float32)
     person = person_mask(kp, ref.shape[:2], max(1, int(round(GROW * width))), min_score)
+    # a gap the person encloses (an arm beside the waist) may hold their clothes: filled too
+    person = ndimage.binary_fill_holes(person)
     if person.all():
         return None
     nearest = ndimage.distance_transform_edt(person, return_distances=False, return_indices=True)

@@ -80,9 +80,10 @@ def test_a_still_pose_gives_back_the_reference_on_the_body_and_the_frames_elsewh
     on_arms = (bone <= radius - 0.5).reshape(H, W)
     for t in range(2):
         assert np.array_equal(out[t][on_arms], ref[on_arms])  # the arms: the reference's own pixels
-    legs = np.array([0.0, 2 * 40])  # the legs go on two shoulder widths below the hips (off the picture here)
-    hull = np.array([kp[L.L_SHOULDER, :2], kp[L.R_SHOULDER, :2], kp[L.R_HIP, :2], kp[L.R_HIP, :2] + legs,
-                     kp[L.L_HIP, :2] + legs, kp[L.L_HIP, :2]])
+    # the legs go on two shoulder widths below the hips (off the picture here), 0.15 of it out beyond each hip
+    legs, side = np.array([0.0, 2 * 40]), np.array([0.15 * 40, 0.0])
+    hull = np.array([kp[L.L_SHOULDER, :2], kp[L.R_SHOULDER, :2], kp[L.R_HIP, :2] - side,
+                     kp[L.R_HIP, :2] - side + legs, kp[L.L_HIP, :2] + side + legs, kp[L.L_HIP, :2] + side])
     hull = convex_hull(hull)  # the torso and the legs are restored as one convex shape
     near_torso = np.min([_distance_to_segment(pts, a, b) for a, b in zip(hull, np.roll(hull, -1, 0),
                                                                            strict=True)], axis=0)
