@@ -61,12 +61,13 @@ def _hull_distance(pts: np.ndarray, hull: np.ndarray) -> np.ndarray:
     if len(hull) == 1:
         return np.linalg.norm(pts - hull[0], axis=1)
     a, b = hull, np.roll(hull, -1, axis=0)
-    d = np.min([_segment_distance(pts, p, q) for p, q in zip(a, b, strict=True)], axis=0)
+    ex, ey = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]                      # (E,): x and y written out, faster
+    rx, ry = pts[:, None, 0] - a[None, :, 0], pts[:, None, 1] - a[None, :, 1]  # (N, E)
+    t = np.clip((rx * ex + ry * ey) / np.maximum(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
+    ox, oy = rx - t * ex, ry - t * ey
+    d = np.sqrt((ox * ox + oy * oy).min(1))
     if len(hull) >= 3:
-        edge = b - a
-        rel = pts[:, None, :] - a[None]
-        inside = (edge[None, :, 0] * rel[..., 1] - edge[None, :, 1] * rel[..., 0] >= 0).all(1)
-        d[inside] = 0.0
+        d[(ex * ry - ey * rx >= 0).all(1)] = 0.0
     return d
 
 

@@ -76,7 +76,16 @@ def check_frames(frames: np.ndarray, keypoints: np.ndarray, reference: np.ndarra
 
 def sample_reference(reference: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """A float32 image (H, W, C) read bilinearly at points (N, 2) x, y (its edge repeated outside) -> (N, C)."""
-    from scipy import ndimage
-
-    return np.stack([ndimage.map_coordinates(reference[..., c], [xy[:, 1], xy[:, 0]], order=1, mode="nearest")
-                     for c in range(reference.shape[2])], -1)
+    h, w, c = reference.shape
+    x = np.clip(xy[:, 0], 0.0, w - 1.0)
+    y = np.clip(xy[:, 1], 0.0, h - 1.0)
+    # the cell's top-left pixel, kept one short of the last row and column so its neighbours exist
+    x0 = np.minimum(x.astype(np.int64), max(w - 2, 0))
+    y0 = np.minimum(y.astype(np.int64), max(h - 2, 0))
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    flat = reference.reshape(-1, c)
+    i = y0 * w + x0
+    right, down = min(w - 1, 1), w if h > 1 else 0
+    top = flat[i] * (1.0 - fx) + flat[i + right] * fx
+    bottom = flat[i + down] * (1.0 - fx) + flat[i + down + right] * fx
+    return (top * (1.0 - fy) + bottom * fy).astype(np.float32)

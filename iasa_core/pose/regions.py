@@ -35,18 +35,20 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
 
 def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distance from every point p (N, 2) to every segment a[m]-b[m]; returns (N, M)."""
-    ab = b - a
-    ap = p[:, None, :] - a[None]
-    denom = np.maximum((ab**2).sum(-1), 1e-12)
-    t = np.clip((ap * ab[None]).sum(-1) / denom, 0.0, 1.0)
-    d = ap - t[..., None] * ab[None]
-    return np.sqrt((d**2).sum(-1))
+    # x and y written out: numpy's sum over an axis of two is several times slower than one addition
+    abx, aby = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    apx, apy = p[:, None, 0] - a[None, :, 0], p[:, None, 1] - a[None, :, 1]
+    denom = np.maximum(abx**2 + aby**2, 1e-12)
+    t = np.clip((apx * abx + apy * aby) / denom, 0.0, 1.0)
+    dx, dy = apx - t * abx, apy - t * aby
+    return np.sqrt(dx**2 + dy**2)
 
 
 def _near_box(points: np.ndarray, shape_pts: np.ndarray, pad: float) -> np.ndarray:
     """Indices of points inside the shape's bounding box grown by ``pad`` (cheap pre-filter)."""
     lo, hi = shape_pts.min(0) - pad, shape_pts.max(0) + pad
-    return np.nonzero(((points >= lo) & (points <= hi)).all(-1))[0]
+    x, y = points[:, 0], points[:, 1]
+    return np.nonzero((x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1]))[0]
 
 
 def polygon_cover(points: np.ndarray, hull: np.ndarray, margin: float) -> np.ndarray:
