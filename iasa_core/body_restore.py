@@ -133,8 +133,8 @@ class BodyRestorer:
         return np.concatenate([image, matte[..., None]], axis=-1)
 
     def _clear_torso(self, person: np.ndarray) -> np.ndarray:
-        """The reference without its arms and hands: on the torso and legs (their own quads) filled from the
-        nearest pixel there, elsewhere the clean plate (so the torso's margin does not carry an arm's colour)."""
+        """The reference without its arms and hands: on the torso's outline filled from the nearest person pixel
+        there, elsewhere the clean plate (so the torso's margin carries no arm's colour)."""
         from scipy import ndimage
 
         hw = self.reference.shape[:2]
@@ -142,18 +142,16 @@ class BodyRestorer:
         limbs = np.zeros(hw, dtype=bool)
         for (x0, y0, x1, y1), _, distance, reach in self._limb_layers(kp, kp, ok, 1.0, 1.0, hw):
             limbs[y0:y1, x0:x1] |= (distance < reach + 0.5).reshape(y1 - y0, x1 - x0)
-        hips = bool(ok[[L.L_HIP, L.R_HIP]].all())
         torso = np.zeros(hw, dtype=bool)
-        for quad in (torso_points(kp, hips), legs(kp, self.min_score) if hips else None):
-            box = None if quad is None else _box(quad.min(0), quad.max(0), 0.0, hw)
-            if box is not None:
-                x0, y0, x1, y1 = box
-                inside = _hull_distance(_pixels(box), convex_hull(quad)) == 0
-                torso[y0:y1, x0:x1] |= inside.reshape(y1 - y0, x1 - x0)
+        outline = self._outline(kp, bool(ok[[L.L_HIP, L.R_HIP]].all()))
+        box = _box(outline.min(0), outline.max(0), 0.0, hw)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            torso[y0:y1, x0:x1] = (_hull_distance(_pixels(box), outline) == 0).reshape(y1 - y0, x1 - x0)
         out = self._ref_f32.copy()
         limbs &= person
         out[limbs & ~torso] = self._plate[limbs & ~torso]
-        source, fill = torso & ~limbs, limbs & torso
+        source, fill = torso & ~limbs & person, limbs & torso  # from clothes, not from background in the quads
         if source.any() and fill.any():
             nearest = ndimage.distance_transform_edt(~source, return_distances=False, return_indices=True)
             out[fill] = self._ref_f32[nearest[0][fill], nearest[1][fill]]

@@ -232,3 +232,14 @@ def test_generation_restores_background_then_body_then_face():
     assert [n.split(":")[0] for n in every.restore_notes] == ["background restore", "body restore", "face restore"]
     with pytest.raises(ValueError, match="body_restore must be true, false or none"):
         generate_video(system, image, poses, GenerateOptions(body_restore="yes"))
+
+
+def test_reading_the_reference_is_scipys_bilinear_with_the_edge_repeated():
+    rng = np.random.default_rng(4)
+    for shape in ((20, 30, 4), (1, 5, 3), (6, 1, 3)):
+        image = (rng.random(shape) * 255).astype(np.float32)
+        xy = np.stack([rng.uniform(-3, shape[1] + 3, 400), rng.uniform(-3, shape[0] + 3, 400)], -1)
+        xy[:20] = np.round(xy[:20])  # whole pixels too
+        want = np.stack([ndimage.map_coordinates(image[..., c], [xy[:, 1], xy[:, 0]], order=1, mode="nearest")
+                         for c in range(shape[2])], -1)
+        assert np.abs(sample_reference(image, xy) - want).max() <= 1e-3
