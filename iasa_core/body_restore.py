@@ -4,14 +4,19 @@ The embedded models draw the body as a smeared blob (their small VAE and DiT los
 limb's shape), so a gesture does not show. The keypoints say where each frame's shoulders, hips, elbows,
 wrists and hand points are, and the reference photo shows what the body looks like. So every frame gets:
 - the reference torso (shoulders to hips, or downwards from the shoulders when the hips are out of the
-  picture), moved by the affine map of those four points. What the reference's own arms and hands cover of
-  it is filled once from the nearest torso pixel, so an arm that moves away leaves the shirt, not its ghost;
+  picture, with the legs below visible hips), moved by the affine map of those four points. What the
+  reference's own arms and hands cover of it is filled once from the nearest clothes pixel, so an arm that
+  moves away leaves the shirt, not its ghost;
 - for each visible bone (shoulder-elbow, elbow-wrist), the reference's pixels around that bone moved rigidly
   along it: stretched along the bone with its length (an arm pointing at the camera looks shorter), across
   it with the body's scale (it does not get thinner);
 - each hand, the reference hand moved by the least-squares similarity of its visible points.
-Layers go torso, forearm, upper arm, hand, each with a one-pixel anti-aliased edge; the neck, and whatever
-the body uncovers, stay the model's (the background restorer and the face restorer do theirs).
+Layers go torso, forearm, upper arm, hand, each with a one-pixel anti-aliased edge. Each carries a matte: how
+far each reference pixel is from the clean plate (the reference's background without the person,
+``background_restore.clean_plate``), so the background a part's footprint holds in the photo gives way to
+what is behind the part in this frame (a part laid before, else the plate). A band around each arm and hand
+clears the model's own smeared outline the same way. The neck stays the model's, the head the face
+restorer's.
 
 A part is restored only where its keypoints are visible in the reference and in the frame, and nothing
 without both of the reference's shoulders (they set the body's scale). A post-process of the decoded
@@ -117,7 +122,6 @@ class BodyRestorer:
     _shoulders: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-
         ref, kp = check_reference(self.reference, self.ref_keypoints, "body restore")
         self._ref_f32 = ref.astype(np.float32)
         self._ref_kp = kp
@@ -151,7 +155,7 @@ class BodyRestorer:
         out = self._ref_f32.copy()
         limbs &= person
         out[limbs & ~torso] = self._plate[limbs & ~torso]
-        source, fill = torso & ~limbs & person, limbs & torso  # from clothes, not from background in the quads
+        source, fill = torso & ~limbs & person, limbs & torso  # from clothes, not from background in the outline
         if source.any() and fill.any():
             nearest = ndimage.distance_transform_edt(~source, return_distances=False, return_indices=True)
             out[fill] = self._ref_f32[nearest[0][fill], nearest[1][fill]]

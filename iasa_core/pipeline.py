@@ -62,8 +62,8 @@ class GenerateOptions:
                                           # None: the model's stored setting (on for the embedded models only)
     background_restore: bool | None = None  # the reference photo's background wherever the person is not
                                             # (``background_restore``); None: the model's stored setting
-    body_restore: bool | None = None      # the reference photo's arms and hands moved onto every frame's bones
-                                          # (``body_restore``); None: the model's stored setting
+    body_restore: bool | None = None      # the reference photo's torso, arms and hands moved onto every frame's
+                                          # pose (``body_restore``); None: the model's stored setting
 
 
 @dataclass
@@ -253,7 +253,7 @@ def stream_video(system: PoseWanSystem, image: np.ndarray, poses: PoseSequence,
     if wanted["background_restore"]:  # a body drawn from the reference has a sharp outline: tight margins suffice
         grow, feather = TIGHT if wanted["body_restore"] else (GROW, FEATHER)
         restorers.append(BackgroundRestorer(image, keypoints[0], min_score=min_score, grow=grow, feather=feather))
-    # the body goes over the background, the face over both (it keeps a hand in front of it the body's)
+    # the body goes over the background, the face over both (except where a hand is in front of the face)
     for cls, key in ((BodyRestorer, "body_restore"), (FaceRestorer, "face_restore")):
         if wanted[key]:
             restorers.append(cls(image, keypoints[0], min_score=min_score))

@@ -21,9 +21,10 @@ RESTORE_HELP = {
     "background_restore": "put the reference photo's own background back wherever the person is not (a still "
                           "camera): auto = the model's own setting, on for the embedded models, which redraw "
                           "it mottled; off = the model's frames untouched",
-    "body_restore": "move the reference photo's arms and hands onto every frame's bones (each arm bone rigidly, "
-                    "each hand by its points): auto = the model's own setting, on for the embedded models, "
-                    "which smear the arms; off = the model's frames untouched",
+    "body_restore": "move the reference photo's torso, arms and hands onto every frame's pose (the torso by "
+                    "shoulders and hips, each arm bone rigidly, each hand by its points): auto = the model's own "
+                    "setting, on for the embedded models, which smear the body; off = the model's frames "
+                    "untouched",
 }
 RESTORE_KEYS = tuple(RESTORE_HELP)  # the GenerateOptions fields, flags (--face-restore ...) and node inputs
 

@@ -83,10 +83,10 @@ class IASASampler:
                                "untouched."}),
                 "body_restore": (["auto", "on", "off"], {
                     "default": "auto",
-                    "tooltip": "Move the reference photo's arms and hands onto every frame's bones (each "
-                               "arm bone rigidly, each hand by its points). auto = the model's own setting "
-                               "(on for the embedded models, which smear the arms); off = the model's "
-                               "frames untouched."}),
+                    "tooltip": "Move the reference photo's torso, arms and hands onto every frame's pose "
+                               "(the torso by shoulders and hips, each arm bone rigidly, each hand by its "
+                               "points). auto = the model's own setting (on for the embedded models, which "
+                               "smear the body); off = the model's frames untouched."}),
             },
         }
 
