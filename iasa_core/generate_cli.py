@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     t = stream.timings
     print(f"wrote {out}: {len(stream)} frames {stream.width}x{stream.height} at {stream.fps:g} fps; conditioning "
           f"{t['conditioning_s']:.1f} s, sampling {t['sampling_s']:.1f} s ({stream.denoiser_calls} denoiser calls), "
-          f"decode {t['decode_s']:.1f} s; block density per window: {_densities(stream.plans)}")
+          f"decode {t['decode_s']:.1f} s" + (f", restore {t['restore_s']:.1f} s" if stream.restorers else "") +
+          f"; block density per window: {_densities(stream.plans)}")
     for restorer in stream.restorers:
         print(restorer.summary())
     return 0

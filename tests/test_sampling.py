@@ -153,7 +153,12 @@ def test_generate_cli_end_to_end(tmp_path, capsys):
     frames, fps = read_video(out)
     # The model's own size (tiny: 64 on the short side) with the image's aspect ratio, not the image's size.
     assert frames.shape == (9, 80, 64, 3) and fps == pytest.approx(25.0)
-    assert "block density per window" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "block density per window" in said and ", restore" not in said  # the tiny model restores nothing
+    rc = main(["generate", "--poses", str(tmp_path / "poses.json"), "--image", str(tmp_path / "ref.png"),
+               "--model", "tiny", "--out", str(tmp_path / "body.mp4"), "--body-restore", "on"])
+    said = capsys.readouterr().out
+    assert rc == 0 and ", restore " in said and "body restore: " in said
 
 
 def test_generate_cli_errors(tmp_path, capsys):
