@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .pose import layout as L
-from .restoration import check_frames, check_reference
+from .restoration import check_frames, check_reference, shoulder_width, visible
 
 GROW = 0.1      # the person masks are grown by this share of the reference's shoulder width (at least 1 px)
 FEATHER = 0.2   # the reference fades in over this share of the shoulder width outside them (at least 1 px)
@@ -31,15 +31,10 @@ HIPS_OUT = 0.15  # and reaches this share of the shoulder width out beyond each 
 CELL = 2        # the masks are evaluated on 2 x 2 pixel cells (pose.regions.pixel_region_labels)
 
 
-def _shoulder_width(kp: np.ndarray, min_score: float) -> float:
-    ok = kp[[L.L_SHOULDER, L.R_SHOULDER], 2] >= min_score
-    return float(np.hypot(*(kp[L.L_SHOULDER, :2] - kp[L.R_SHOULDER, :2]))) if ok.all() else 0.0
-
-
 def legs(kp: np.ndarray, min_score: float) -> np.ndarray | None:
     """The legs' quad (4, 2) below both hips, LEGS shoulder widths long; None without both hips and shoulders."""
-    ok = (kp[[L.L_HIP, L.R_HIP, L.L_SHOULDER, L.R_SHOULDER], 2] >= min_score).all()
-    width = _shoulder_width(kp, min_score)
+    ok = visible(kp, min_score)[[L.L_HIP, L.R_HIP, L.L_SHOULDER, L.R_SHOULDER]].all()
+    width = shoulder_width(kp, min_score)
     if not ok or width <= 0:
         return None
     lh, rh = kp[L.L_HIP, :2], kp[L.R_HIP, :2]
@@ -63,9 +58,8 @@ def person_mask(kp: np.ndarray, hw: tuple[int, int], grow: int, min_score: float
 
     h, w = hw
     person = pixel_region_labels(kp[None], h, w, cell=CELL, min_score=min_score)[0] > 0
-    face = kp[FACE]
     shapes = [legs(kp, min_score)]
-    if np.isfinite(face).all() and (face[:, 2] > 0).all() and (face[:, 2] >= min_score).all():
+    if visible(kp, min_score)[FACE].all():
         shapes.append(head_points(kp))
     for shape in shapes:
         if shape is None:
@@ -85,7 +79,7 @@ def clean_plate(reference: np.ndarray, ref_keypoints: np.ndarray, min_score: flo
     from scipy import ndimage
 
     kp = np.asarray(ref_keypoints, dtype=np.float64)
-    width = _shoulder_width(kp, min_score)
+    width = shoulder_width(kp, min_score)
     if width <= 0:
         return None
     ref = np.asarray(reference).astype(np.float32)
@@ -114,7 +108,7 @@ class BackgroundRestorer:
 
     def __post_init__(self) -> None:
         ref, kp = check_reference(self.reference, self.ref_keypoints, "background restore")
-        width = _shoulder_width(kp, self.min_score)
+        width = shoulder_width(kp, self.min_score)
         if width > 0:  # without both shoulders there is no body to keep clear of: nothing is restored
             self._grow = max(1, int(round(self.grow * width)))
             self._ramp = max(1.0, self.feather * width)

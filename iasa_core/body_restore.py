@@ -33,8 +33,8 @@ import numpy as np
 
 from .background_restore import clean_plate, legs
 from .pose import layout as L
-from .pose.regions import convex_hull
-from .restoration import check_frames, check_reference, sample_reference
+from .pose.regions import convex_hull, segment_distance
+from .restoration import check_frames, check_reference, sample_reference, shoulder_width, visible
 
 # half an arm's thickness as a share of the shoulder width (pose.regions' arm capsules; an adult upper arm is
 # about 9-10 cm across on 38-41 cm shoulders): a little more than a forearm, so its outline comes along
@@ -53,12 +53,6 @@ HANDS = (np.asarray(L.LEFT_HAND), np.asarray(L.RIGHT_HAND))
 
 def _perp(v: np.ndarray) -> np.ndarray:
     return np.array([-v[1], v[0]])
-
-
-def _segment_distance(pts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ab = b - a
-    t = np.clip(((pts - a) @ ab) / max(float(ab @ ab), 1e-12), 0.0, 1.0)
-    return np.linalg.norm(pts - a - t[:, None] * ab, axis=1)
 
 
 def _hull_distance(pts: np.ndarray, hull: np.ndarray) -> np.ndarray:
@@ -125,7 +119,7 @@ class BodyRestorer:
         ref, kp = check_reference(self.reference, self.ref_keypoints, "body restore")
         self._ref_f32 = ref.astype(np.float32)
         self._ref_kp = kp
-        self._shoulders = self._shoulder_width(kp)
+        self._shoulders = shoulder_width(kp, self.min_score)
         self._plate = clean_plate(ref, kp, self.min_score) if self._shoulders > 0 else None
         if self.usable:
             self._limb_source = self._with_matte(self._ref_f32)
@@ -142,7 +136,7 @@ class BodyRestorer:
         from scipy import ndimage
 
         hw = self.reference.shape[:2]
-        kp, ok = self._ref_kp, self._visible(self._ref_kp)
+        kp, ok = self._ref_kp, visible(self._ref_kp, self.min_score)
         limbs = np.zeros(hw, dtype=bool)
         for (x0, y0, x1, y1), _, distance, reach in self._limb_layers(kp, kp, ok, 1.0, 1.0, hw):
             limbs[y0:y1, x0:x1] |= (distance < reach + 0.5).reshape(y1 - y0, x1 - x0)
@@ -172,15 +166,6 @@ class BodyRestorer:
             return ("body restore: nothing to restore, the reference pose has no shoulders (score >= "
                     f"{self.min_score:g}); the frames are the model's")
         return f"body restore: {self.parts_restored} parts (torso, arm bones, hands) in {self.frames_restored} frames"
-
-    def _visible(self, kp: np.ndarray) -> np.ndarray:
-        s = kp[:, 2]
-        return np.isfinite(kp).all(1) & (s > 0) & (s >= self.min_score)
-
-    def _shoulder_width(self, kp: np.ndarray) -> float:
-        if not self._visible(kp)[[L.L_SHOULDER, L.R_SHOULDER]].all():
-            return 0.0
-        return float(np.hypot(*(kp[L.L_SHOULDER, :2] - kp[L.R_SHOULDER, :2])))
 
     def restore(self, frames: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """Frames (T, H, W, 3) uint8 with the reference torso, arms and hands over each frame's visible parts."""
@@ -220,7 +205,7 @@ class BodyRestorer:
         """One frame's restored parts, bottom first: (source image, box, where its pixels (N, 2) read the source,
         their distance (N,) from the part's shape, and how far from the shape the part reaches)."""
         ref = self._ref_kp
-        ok = self._visible(kp) & self._visible(ref)
+        ok = visible(kp, self.min_score) & visible(ref, self.min_score)
         scale = self._scale(kp)
         pad = CLEAR * self._shoulders * scale + 1.0  # the boxes hold the band around each part
         layers = []
@@ -233,7 +218,7 @@ class BodyRestorer:
 
     def _scale(self, kp: np.ndarray) -> float:
         """The body's size in a frame over the reference's (1 without both shoulders in the frame)."""
-        width = self._shoulder_width(kp)
+        width = shoulder_width(kp, self.min_score)
         return width / self._shoulders if width > 0 else 1.0
 
     def _torso(self, kp: np.ndarray, ok: np.ndarray, scale: float, pad: float, hw: tuple[int, int]):
@@ -293,7 +278,7 @@ class BodyRestorer:
         along = rel @ e / length              # 0 at a, 1 at b
         across = rel @ _perp(e) / scale       # in the reference's pixels
         src = a0 + along[:, None] * (b0 - a0) + across[:, None] * _perp((b0 - a0) / length0)
-        return box, src, _segment_distance(pts, a, b), radius
+        return box, src, segment_distance(pts, a[None], b[None])[:, 0], radius
 
     def _hand(self, dst: np.ndarray, src: np.ndarray, size: float, pad: float, hw: tuple[int, int]):
         from .face_restore import similarity

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .pose import layout as L
-from .restoration import check_frames, check_reference, sample_reference
+from .restoration import check_frames, check_reference, sample_reference, visible
 
 FACE = np.asarray(L.FACE)
 BROWS = np.asarray(range(L.FACE[0] + 17, L.FACE[0] + 27))  # the 68-point face's 17..26
@@ -101,8 +101,7 @@ class FaceRestorer:
             f" ({left} without a visible face left as generated)" if left else "")
 
     def _face_visible(self, kp: np.ndarray) -> bool:
-        s = kp[FACE, 2]
-        return bool(np.isfinite(kp[FACE]).all() and (s > 0).all() and (s >= self.min_score).all())
+        return bool(visible(kp, self.min_score)[FACE].all())
 
     def restore(self, frames: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
         """Frames (T, H, W, 3) uint8 with the reference head blended in where each frame's face is visible."""
@@ -120,8 +119,7 @@ class FaceRestorer:
         """The frame's visible hands' points: a hand in front of the face stays the model's."""
         out = []
         for hand in (L.LEFT_HAND, L.RIGHT_HAND):
-            pts = kp[list(hand)]
-            pts = pts[(pts[:, 2] >= self.min_score) & (pts[:, 2] > 0) & np.isfinite(pts).all(1), :2]
+            pts = kp[list(hand)][visible(kp, self.min_score)[list(hand)], :2]
             if len(pts) >= 3:
                 out.append(pts)
         return out

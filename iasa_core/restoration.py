@@ -47,6 +47,19 @@ def restore_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {key: restore_setting(getattr(args, key), "--" + key.replace("_", "-")) for key in RESTORE_HELP}
 
 
+def visible(kp: np.ndarray, min_score: float) -> np.ndarray:
+    """(133,) bool: which of a pose's (133, 3) keypoints a restorer may use (finite, scored, at least min_score)."""
+    s = kp[:, 2]
+    return np.isfinite(kp).all(1) & (s > 0) & (s >= min_score)
+
+
+def shoulder_width(kp: np.ndarray, min_score: float) -> float:
+    """The distance between the shoulders of a pose (133, 3), which sets the restorers' scale; 0 without both."""
+    if not visible(kp, min_score)[[L.L_SHOULDER, L.R_SHOULDER]].all():
+        return 0.0
+    return float(np.hypot(*(kp[L.L_SHOULDER, :2] - kp[L.R_SHOULDER, :2])))
+
+
 def check_reference(reference: np.ndarray, ref_keypoints: np.ndarray, what: str
                     ) -> tuple[np.ndarray, np.ndarray]:
     """A restorer's reference image (H, W, 3) uint8 and its pose (133, 3) as float64, or a clear error."""

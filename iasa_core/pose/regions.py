@@ -33,7 +33,7 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     return np.array(lower[:-1] + upper[:-1], dtype=np.float64)
 
 
-def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distance from every point p (N, 2) to every segment a[m]-b[m]; returns (N, M)."""
     # x and y written out: numpy's sum over an axis of two is several times slower than one addition
     abx, aby = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
@@ -59,7 +59,7 @@ def polygon_cover(points: np.ndarray, hull: np.ndarray, margin: float) -> np.nda
     sel = _near_box(points, hull, margin)
     p = points[sel]
     a, b = hull, np.roll(hull, -1, axis=0)
-    hit = _segment_distance(p, a, b).min(-1) <= margin
+    hit = segment_distance(p, a, b).min(-1) <= margin
     if len(hull) >= 3:
         edge = b - a
         rel = p[:, None, :] - a[None]
@@ -77,7 +77,7 @@ def capsule_cover(points: np.ndarray, segments: list[tuple[np.ndarray, np.ndarra
     a = np.array([s[0] for s in segments], dtype=np.float64)
     b = np.array([s[1] for s in segments], dtype=np.float64)
     sel = _near_box(points, np.concatenate([a, b]), radius)
-    out[sel] = (_segment_distance(points[sel], a, b) <= radius).any(-1)
+    out[sel] = (segment_distance(points[sel], a, b) <= radius).any(-1)
     return out
 
 
