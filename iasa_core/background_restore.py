@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .pose import layout as L
-from .restoration import check_frames, check_reference, shoulder_width, visible
+from .restoration import box_pixels, check_frames, check_reference, pixel_box, shoulder_width, visible
 
 GROW = 0.1      # the person masks are grown by this share of the reference's shoulder width (at least 1 px)
 FEATHER = 0.2   # the reference fades in over this share of the shoulder width outside them (at least 1 px)
@@ -33,8 +33,8 @@ CELL = 2        # the masks are evaluated on 2 x 2 pixel cells (pose.regions.pix
 
 def legs(kp: np.ndarray, min_score: float) -> np.ndarray | None:
     """The legs' quad (4, 2) below both hips, LEGS shoulder widths long; None without both hips and shoulders."""
-    ok = visible(kp, min_score)[[L.L_HIP, L.R_HIP, L.L_SHOULDER, L.R_SHOULDER]].all()
-    width = shoulder_width(kp, min_score)
+    ok = visible(kp, min_score)[[L.L_HIP, L.R_HIP]].all()
+    width = shoulder_width(kp, min_score)  # 0 without both shoulders
     if not ok or width <= 0:
         return None
     lh, rh = kp[L.L_HIP, :2], kp[L.R_HIP, :2]
@@ -64,12 +64,10 @@ def person_mask(kp: np.ndarray, hw: tuple[int, int], grow: int, min_score: float
     for shape in shapes:
         if shape is None:
             continue
-        x0, y0 = (min(max(int(np.floor(v)) - 1, 0), n) for v, n in zip(shape.min(0), (w, h), strict=True))
-        x1, y1 = (min(max(int(np.ceil(v)) + 2, 0), n) for v, n in zip(shape.max(0), (w, h), strict=True))
-        if x0 < x1 and y0 < y1:
-            ys, xs = np.mgrid[y0:y1, x0:x1]
-            pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
-            person[y0:y1, x0:x1] |= polygon_cover(pts, convex_hull(shape), 0.5).reshape(y1 - y0, x1 - x0)
+        box = pixel_box(shape.min(0), shape.max(0), 1.0, hw)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            person[y0:y1, x0:x1] |= polygon_cover(box_pixels(box), convex_hull(shape), 0.5).reshape(y1 - y0, x1 - x0)
     return ndimage.binary_dilation(person, iterations=grow) if grow > 0 else person
 
 

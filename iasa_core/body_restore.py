@@ -34,7 +34,16 @@ import numpy as np
 from .background_restore import clean_plate, legs
 from .pose import layout as L
 from .pose.regions import convex_hull, segment_distance
-from .restoration import check_frames, check_reference, sample_reference, shoulder_width, visible
+from .restoration import (
+    Box,
+    box_pixels,
+    check_frames,
+    check_reference,
+    pixel_box,
+    sample_reference,
+    shoulder_width,
+    visible,
+)
 
 # half an arm's thickness as a share of the shoulder width (pose.regions' arm capsules; an adult upper arm is
 # about 9-10 cm across on 38-41 cm shoulders): a little more than a forearm, so its outline comes along
@@ -88,17 +97,6 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     return np.linalg.lstsq(a, src, rcond=None)[0].T
 
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1: pixel columns x0..x1-1 and rows y0..y1-1
-
-
-def _box(lo: np.ndarray, hi: np.ndarray, pad: float, hw: tuple[int, int]) -> Box | None:
-    """Pixel box (x0, y0, x1, y1) around lo..hi grown by pad, clipped to the frame; None when empty."""
-    x0, y0 = (max(int(np.floor(v - pad)), 0) for v in lo)
-    x1 = min(int(np.ceil(hi[0] + pad)) + 1, hw[1])
-    y1 = min(int(np.ceil(hi[1] + pad)) + 1, hw[0])
-    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
-
-
 @dataclass
 class BodyRestorer:
     """Moves the reference image's torso, arms and hands onto frames, given each frame's WholeBody keypoints."""
@@ -142,10 +140,10 @@ class BodyRestorer:
             limbs[y0:y1, x0:x1] |= (distance < reach + 0.5).reshape(y1 - y0, x1 - x0)
         torso = np.zeros(hw, dtype=bool)
         outline = self._outline(kp, bool(ok[[L.L_HIP, L.R_HIP]].all()))
-        box = _box(outline.min(0), outline.max(0), 0.0, hw)
+        box = pixel_box(outline.min(0), outline.max(0), 0.0, hw)
         if box is not None:
             x0, y0, x1, y1 = box
-            torso[y0:y1, x0:x1] = (_hull_distance(_pixels(box), outline) == 0).reshape(y1 - y0, x1 - x0)
+            torso[y0:y1, x0:x1] = (_hull_distance(box_pixels(box), outline) == 0).reshape(y1 - y0, x1 - x0)
         out = self._ref_f32.copy()
         limbs &= person
         out[limbs & ~torso] = self._plate[limbs & ~torso]
@@ -228,10 +226,10 @@ class BodyRestorer:
             return None
         outline = self._outline(kp, hips)
         margin = ARM_RADIUS * self._shoulders * scale  # the shirt reaches over the shoulder points
-        box = _box(outline.min(0), outline.max(0), margin + pad, hw)
+        box = pixel_box(outline.min(0), outline.max(0), margin + pad, hw)
         if box is None:
             return None
-        pts = _pixels(box)
+        pts = box_pixels(box)
         return box, pts @ m[:, :2].T + m[:, 2], _hull_distance(pts, outline), margin
 
     def _outline(self, kp: np.ndarray, hips: bool) -> np.ndarray:
@@ -269,10 +267,10 @@ class BodyRestorer:
         length, length0 = float(np.hypot(*(b - a))), float(np.hypot(*(b0 - a0)))
         if length < 1e-6 or length0 < 1e-6 or radius <= 0:
             return None
-        box = _box(np.minimum(a, b), np.maximum(a, b), radius + pad, hw)
+        box = pixel_box(np.minimum(a, b), np.maximum(a, b), radius + pad, hw)
         if box is None:
             return None
-        pts = _pixels(box)
+        pts = box_pixels(box)
         e = (b - a) / length
         rel = pts - a
         along = rel @ e / length              # 0 at a, 1 at b
@@ -287,17 +285,11 @@ class BodyRestorer:
         if abs(a) < 1e-6:
             return None
         margin = max(HAND_MARGIN * size, 1.0)
-        box = _box(dst.min(0), dst.max(0), margin + pad, hw)
+        box = pixel_box(dst.min(0), dst.max(0), margin + pad, hw)
         if box is None:
             return None
-        pts = _pixels(box)
+        pts = box_pixels(box)
         z = ((pts[:, 0] - md[0]) + 1j * (pts[:, 1] - md[1])) / a
         src_xy = np.stack([z.real + ms[0], z.imag + ms[1]], -1)
         return box, src_xy, _hull_distance(pts, convex_hull(dst)), margin
 
-
-def _pixels(box: Box) -> np.ndarray:
-    """Pixel centres (N, 2) x, y of a box, row by row."""
-    x0, y0, x1, y1 = box
-    ys, xs = np.mgrid[y0:y1, x0:x1]
-    return np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)

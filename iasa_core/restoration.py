@@ -60,6 +60,24 @@ def shoulder_width(kp: np.ndarray, min_score: float) -> float:
     return float(np.hypot(*(kp[L.L_SHOULDER, :2] - kp[L.R_SHOULDER, :2])))
 
 
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1: pixel columns x0..x1-1 and rows y0..y1-1
+
+
+def pixel_box(lo: np.ndarray, hi: np.ndarray, pad: float, hw: tuple[int, int]) -> Box | None:
+    """The pixels around points lo..hi (x, y) grown by pad, clipped to a (H, W) frame; None when empty."""
+    x0, y0 = (max(int(np.floor(v - pad)), 0) for v in lo)
+    x1 = min(int(np.ceil(hi[0] + pad)) + 1, hw[1])
+    y1 = min(int(np.ceil(hi[1] + pad)) + 1, hw[0])
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+def box_pixels(box: Box) -> np.ndarray:
+    """Pixel centres (N, 2) x, y of a box, row by row."""
+    x0, y0, x1, y1 = box
+    ys, xs = np.mgrid[y0:y1, x0:x1]
+    return np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+
+
 def check_reference(reference: np.ndarray, ref_keypoints: np.ndarray, what: str
                     ) -> tuple[np.ndarray, np.ndarray]:
     """A restorer's reference image (H, W, 3) uint8 and its pose (133, 3) as float64, or a clear error."""
