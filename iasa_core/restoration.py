@@ -1,6 +1,6 @@
 """What the reference restorations (``face_restore``, ``background_restore``, ``body_restore``) share: their
-switches as the command line and the nodes show them, the checks of their inputs, and reading the reference.
-Light: the command line imports it."""
+switches as the command line and the nodes show them, the checks of their inputs, which keypoints count and the
+body's scale, pixel boxes, and reading the reference. Light: the command line imports it."""
 
 from __future__ import annotations
 
