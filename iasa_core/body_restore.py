@@ -173,12 +173,13 @@ class BodyRestorer:
             return out
         hw = frames.shape[1:3]
         for t in range(len(frames)):
-            layers = self._layers(keypoints[t], hw)
+            scale = self._scale(keypoints[t])
+            layers = self._layers(keypoints[t], scale, hw)
             if not layers:
                 continue
             frame = out[t].astype(np.float32)
             laid = np.zeros(hw + (1,), dtype=np.float32)  # how much of each pixel a part laid so far covers
-            ring = CLEAR * self._shoulders * self._scale(keypoints[t])
+            ring = CLEAR * self._shoulders * scale
             for source, (x0, y0, x1, y1), src_xy, distance, reach in layers:
                 shape = (y1 - y0, x1 - x0, 1)
                 warped = sample_reference(source, src_xy).reshape(shape[:2] + (4,))
@@ -199,12 +200,12 @@ class BodyRestorer:
             self.parts_restored += len(layers)
         return out
 
-    def _layers(self, kp: np.ndarray, hw: tuple[int, int]) -> list[tuple[np.ndarray, Box, np.ndarray, np.ndarray]]:
+    def _layers(self, kp: np.ndarray, scale: float, hw: tuple[int, int]
+                ) -> list[tuple[np.ndarray, Box, np.ndarray, np.ndarray]]:
         """One frame's restored parts, bottom first: (source image, box, where its pixels (N, 2) read the source,
         their distance (N,) from the part's shape, and how far from the shape the part reaches)."""
         ref = self._ref_kp
         ok = visible(kp, self.min_score) & visible(ref, self.min_score)
-        scale = self._scale(kp)
         pad = CLEAR * self._shoulders * scale + 1.0  # the boxes hold the band around each part
         layers = []
         if ok[[L.L_SHOULDER, L.R_SHOULDER]].all():
