@@ -5,8 +5,10 @@ blob even on frame 0, the reference itself: eyes, nose and mouth are gone at 27.
 exactly where each frame's face is and how its mouth opens, and the reference photo holds the face's detail.
 So each frame's head gets the reference head warped piecewise-affinely over a triangulation of the 68 face
 points (plus the brows raised over the forehead and hair): the head follows the face points, the jaw and lips
-follow theirs, so the mouth opens and closes with the speech. A feathered mask blends it into the generated
-frame; the body, arms and hands stay the model's.
+follow theirs, so the mouth opens and closes with the speech. A photo with its mouth shut holds no inside of
+the mouth, so where a frame's lips part further the gap is drawn: a dark inside in the photo's own lip
+colour with the upper teeth in a band under the upper lip, anti-aliased from the inner-lip points. A
+feathered mask blends it into the generated frame; the body, arms and hands stay the model's.
 
 A frame whose face points are not all visible is left as generated, and a frame whose triangulation folds
 over on more than a quarter of its area (a head turned towards profile) gets the reference head moved by the
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .pose import layout as L
+from .pose.render import mouth_opening
 from .restoration import check_frames, check_reference, sample_reference, visible
 
 FACE = np.asarray(L.FACE)
@@ -33,6 +36,19 @@ FEATHER = 0.04        # the blend's Gaussian sigma as a share of that distance (
 MIN_FEATHER = 0.7
 FOLD_LIMIT = 0.25     # share of the mesh's area flipped over beyond which only the similarity is used
 GROW = 1              # pixels the mesh mask is grown by before the feather, so the outline itself is pasted
+# The drawn inside of the mouth (the reference's mouth shut). Sizes are shares of the inner lips' width.
+MOUTH_OPEN = 0.05     # mouth_opening() from which lips count as apart: the photo's own gap, a frame's drawn one
+MOUTH_GROW = 0.05     # the gap's outline grown by this much: the lips' shaded inner edge belongs to the gap
+TEETH_SHARE = 0.4     # the upper teeth: a band under the upper lip, this share of the mean gap tall,
+TEETH_MAX = 0.2       # at most this share of the width
+CAVITY_SHADE = 0.45   # the inside: the photo's lip colour this dark
+TEETH_COLOUR = (240.0, 240.0, 235.0)
+SUPERSAMPLE = 4       # coverage samples per pixel and axis
+_F0 = L.FACE[0]
+INNER_LIPS = np.asarray(L.INNER_LIPS) - _F0  # indices into the 68 face points
+UPPER_INNER, LOWER_INNER = (np.asarray(p) - _F0 for p in zip(*L.INNER_LIP_PAIRS, strict=True))
+# the middle of each lip: between the outer points 50-52 / 58-56 and the inner ones facing them
+LIP_MIDDLES = ((np.asarray([73, 74, 75, 81, 80, 79]), np.asarray([84, 85, 86, 90, 89, 88])))
 
 
 def head_points(kp: np.ndarray) -> np.ndarray:
@@ -52,6 +68,33 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[complex, np.ndarray, n
     return (complex(np.vdot(zs, zd) / den) if den > 1e-12 else 1.0 + 0j), md, ms
 
 
+def mouth_cover(face: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shares (N,) of the pixels centred at ``pts`` (N, 2) that the open mouth's inside and its upper teeth cover,
+    from the 68 face points (68, 2) of one frame; zeros while the lips are not apart by MOUTH_OPEN."""
+    from .pose.regions import convex_hull, polygon_cover
+
+    inner, upper, lower = face[INNER_LIPS], face[UPPER_INNER], face[LOWER_INNER]
+    width = float(np.hypot(*(inner[4] - inner[0])))
+    down = face[CHIN - _F0] - face[BROWS - _F0].mean(0)  # the face's own down: a tilted head tilts the teeth
+    down = down / max(float(np.hypot(*down)), 1e-9)
+    gap = float(np.mean((lower - upper) @ down))
+    cavity, teeth = np.zeros(len(pts)), np.zeros(len(pts))
+    if width <= 1e-6 or gap < MOUTH_OPEN * width:
+        return cavity, teeth
+    margin = MOUTH_GROW * width
+    near = ((pts >= inner.min(0) - margin - 1) & (pts <= inner.max(0) + margin + 1)).all(1)
+    if not near.any():
+        return cavity, teeth
+    step = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
+    sub = (pts[near, None, None, :] + np.stack(np.meshgrid(step, step, indexing="xy"), -1)[None]).reshape(-1, 2)
+    inside = polygon_cover(sub, convex_hull(inner), margin)
+    tooth = inside & (sub @ down < float((upper @ down).min()) + min(TEETH_SHARE * gap, TEETH_MAX * width))
+    n = SUPERSAMPLE * SUPERSAMPLE
+    cavity[near] = (inside & ~tooth).reshape(-1, n).mean(1)
+    teeth[near] = tooth.reshape(-1, n).mean(1)
+    return cavity, teeth
+
+
 def _signed_areas(pts: np.ndarray, tri: np.ndarray) -> np.ndarray:
     a, b, c = pts[tri[:, 0]], pts[tri[:, 1]], pts[tri[:, 2]]
     return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
@@ -69,6 +112,7 @@ class FaceRestorer:
     _src: np.ndarray = field(init=False, repr=False)
     _tri: np.ndarray = field(init=False, repr=False)
     _ref_f32: np.ndarray = field(init=False, repr=False)
+    _mouth_colours: np.ndarray | None = field(init=False, repr=False, default=None)  # (2, 3) inside, teeth
 
     def __post_init__(self) -> None:
         ref, kp = check_reference(self.reference, self.ref_keypoints, "face restore")
@@ -85,6 +129,10 @@ class FaceRestorer:
             if len(self._tri):  # a consistent orientation, so that a flip in a frame shows as a sign change
                 flip = _signed_areas(self._src, self._tri) < 0
                 self._tri[flip] = self._tri[flip][:, [0, 2, 1]]
+            if mouth_opening(kp) < MOUTH_OPEN:  # an open mouth's own inside comes with the mesh
+                outer, inner = LIP_MIDDLES
+                lips = sample_reference(self._ref_f32, 0.5 * (kp[outer, :2] + kp[inner, :2])).mean(0)
+                self._mouth_colours = np.stack([CAVITY_SHADE * lips, np.asarray(TEETH_COLOUR)]).astype(np.float32)
 
     @property
     def usable(self) -> bool:
@@ -145,6 +193,9 @@ class FaceRestorer:
             return
         src_xy, inside = mapped
         warped = sample_reference(self._ref_f32, src_xy)
+        if self._mouth_colours is not None:
+            cover = np.stack(mouth_cover(dst[:len(FACE)], pts), -1).astype(np.float32)  # (N, 2)
+            warped = (1.0 - cover.sum(1, keepdims=True)) * warped + cover @ self._mouth_colours
         # the mask is built on a margin of zeros, so the feather fades out inside the box
         mask = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), dtype=np.float32)
         mask[pad:-pad, pad:-pad] = inside.reshape(y1 - y0, x1 - x0)

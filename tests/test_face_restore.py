@@ -95,6 +95,67 @@ def test_the_mouth_opens_with_the_lips():
     assert np.abs(out[y + 3].astype(int) - ref[y].astype(int))[x].max() <= 2  # the chin moved down 3 pixels
 
 
+def _shut_and_opened(gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """A face three times the synthetic one with its lips shut, and the same face with the lower lip and jaw
+    lowered by ``gap`` pixels."""
+    kp = _moved(_pose(), 3.0, (0.0, -10.0))
+    kp[[84, 85, 86, 88, 89, 90], 1] = kp[[83, 87], 1].mean()  # the inner lips meet
+    opened = kp.copy()
+    lower = [i for i in L.FACE_JAW[5:12]] + [L.OUTER_LIPS[j] for j in range(7, 12)] + [88, 89, 90]
+    opened[lower, 1] += gap
+    return kp, opened
+
+
+def test_an_opened_mouth_shows_a_dark_inside_and_upper_teeth(monkeypatch):
+    import iasa_core.face_restore as fr
+    from iasa_core.pose.render import mouth_opening
+
+    ref = _reference(4)
+    shut, opened = _shut_and_opened(6.0)
+    assert mouth_opening(shut) == 0.0 and mouth_opening(opened) > 0.4
+    restorer = FaceRestorer(ref, shut)
+    out = restorer.restore(np.zeros((2, H, W, 3), dtype=np.uint8), np.stack([shut, opened]))
+    core = _core(shut, margin=7)  # beyond the feather of a face this size
+    assert core.sum() > 500 and np.array_equal(out[0, core], ref[core])  # lips still shut: the reference
+    # the photo's lip colour: bilinear reads halfway between the outer and inner points of each lip's middle
+    mids = 0.5 * (shut[[73, 74, 75, 81, 80, 79], :2] + shut[[84, 85, 86, 90, 89, 88], :2])
+    lips = np.stack([ndimage.map_coordinates(ref[..., c].astype(np.float64), [mids[:, 1], mids[:, 0]], order=1)
+                     for c in range(3)], -1).mean(0)
+    x, top = int(round(opened[85, 0])), opened[85, 1]
+    assert np.array_equal(out[1, int(round(top + 1)), x], [240, 240, 235])  # 1 px under the upper lip: teeth
+    assert np.abs(out[1, int(round(top + 4)), x] - fr.CAVITY_SHADE * lips).max() <= 1.0  # deeper: the inside
+    # an open mouth in the photo brings its own inside along the mesh: nothing is drawn over it
+    open_ref = FaceRestorer(ref, _moved(_pose(), 3.0, (0.0, -10.0)))
+    wider = _moved(_pose(), 3.0, (0.0, -10.0))
+    wider[[88, 89, 90], 1] += 4.0
+    drawn = open_ref.restore(np.zeros((1, H, W, 3), dtype=np.uint8), wider[None])
+    monkeypatch.setattr(fr, "MOUTH_OPEN", np.inf)  # lips never count as apart: never drawn
+    assert np.array_equal(drawn, FaceRestorer(ref, _moved(_pose(), 3.0, (0.0, -10.0))).restore(
+        np.zeros((1, H, W, 3), dtype=np.uint8), wider[None]))
+    assert not np.array_equal(out, FaceRestorer(ref, shut).restore(np.zeros((2, H, W, 3), dtype=np.uint8),
+                                                                  np.stack([shut, opened])))
+
+
+def test_the_drawn_mouth_covers_the_grown_gap():
+    from iasa_core.face_restore import MOUTH_GROW, mouth_cover
+    from iasa_core.pose.regions import convex_hull
+
+    shut, opened = _shut_and_opened(6.0)
+    ys, xs = np.mgrid[0:H, 0:W]
+    pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+    cavity, teeth = mouth_cover(opened[FACE, :2], pts)
+    hull = convex_hull(opened[list(L.INNER_LIPS), :2])
+    edges = np.roll(hull, -1, 0) - hull
+    area = 0.5 * abs((hull[:, 0] * np.roll(hull[:, 1], -1) - np.roll(hull[:, 0], -1) * hull[:, 1]).sum())
+    m = MOUTH_GROW * np.hypot(*(opened[87, :2] - opened[83, :2]))
+    grown = area + np.hypot(edges[:, 0], edges[:, 1]).sum() * m + np.pi * m * m  # the hull's Minkowski sum
+    assert abs((cavity + teeth).sum() / grown - 1) < 0.02
+    assert ((cavity >= 0) & (teeth >= 0) & (cavity + teeth <= 1 + 1e-9)).all()
+    w_t, w_c = teeth / teeth.sum(), cavity / cavity.sum()
+    assert (pts[:, 1] @ w_c) - (pts[:, 1] @ w_t) > 2.0  # the teeth hang under the upper lip, above the inside
+    assert not np.concatenate(mouth_cover(shut[FACE, :2], pts)).any()  # shut lips: nothing
+
+
 def test_frames_without_a_face_are_left_alone():
     ref, kp = _reference(), _pose()
     hidden = kp.copy()
