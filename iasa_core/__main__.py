@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="speech + one image -> talking video on the embedded model (no downloads)",
                        description="Bundled speech clip + character image by default: procedural motion -> poses "
-                                   "-> sparse plan -> 4-step IASA student -> reference background and face "
-                                   "restoration -> mp4 with the audio.")
+                                   "-> sparse plan -> 4-step IASA student -> reference background, body and "
+                                   "face restoration -> mp4 with the audio.")
     d.add_argument("--audio", help="speech file (default: the bundled 5-second clip)")
     d.add_argument("--image", help="reference image of one person (default: the bundled character)")
     d.add_argument("--ref-poses", help="POSE_KEYPOINT JSON whose first frame is the image's pose (default: the "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .face_restore import FACE, HAIR_MARGIN, head_points, head_size
 from .pose import layout as L
 from .restoration import box_pixels, check_frames, check_reference, pixel_box, shoulder_width, visible
 
@@ -48,13 +49,22 @@ def legs(kp: np.ndarray, min_score: float) -> np.ndarray | None:
     return np.stack([lh + out, rh - out, rh - out + step, lh + out + step])
 
 
+def _cover(mask: np.ndarray, shape: np.ndarray, margin: float) -> None:
+    """Sets the pixels of ``mask`` (H, W) within ``margin`` of the convex hull of ``shape`` (N, 2), in place."""
+    from .pose.regions import convex_hull, polygon_cover
+
+    box = pixel_box(shape.min(0), shape.max(0), margin + 0.5, mask.shape)
+    if box is not None:
+        x0, y0, x1, y1 = box
+        mask[y0:y1, x0:x1] |= polygon_cover(box_pixels(box), convex_hull(shape), margin).reshape(y1 - y0, x1 - x0)
+
+
 def person_mask(kp: np.ndarray, hw: tuple[int, int], grow: int, min_score: float) -> np.ndarray:
     """(H, W) bool: where the person may be with this pose (133, 3): the regions' pixels, the head up to the
     hair (the face restorer's head mesh) and the legs below visible hips, grown by ``grow`` pixels."""
     from scipy import ndimage
 
-    from .face_restore import FACE, head_points
-    from .pose.regions import convex_hull, pixel_region_labels, polygon_cover
+    from .pose.regions import pixel_region_labels
 
     h, w = hw
     person = pixel_region_labels(kp[None], h, w, cell=CELL, min_score=min_score)[0] > 0
@@ -62,12 +72,8 @@ def person_mask(kp: np.ndarray, hw: tuple[int, int], grow: int, min_score: float
     if visible(kp, min_score)[FACE].all():
         shapes.append(head_points(kp))
     for shape in shapes:
-        if shape is None:
-            continue
-        box = pixel_box(shape.min(0), shape.max(0), 1.0, hw)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            person[y0:y1, x0:x1] |= polygon_cover(box_pixels(box), convex_hull(shape), 0.5).reshape(y1 - y0, x1 - x0)
+        if shape is not None:
+            _cover(person, shape, 0.5)
     return ndimage.binary_dilation(person, iterations=grow) if grow > 0 else person
 
 
@@ -82,6 +88,8 @@ def clean_plate(reference: np.ndarray, ref_keypoints: np.ndarray, min_score: flo
         return None
     ref = np.asarray(reference).astype(np.float32)
     person = person_mask(kp, ref.shape[:2], max(1, int(round(GROW * width))), min_score)
+    if visible(kp, min_score)[FACE].all():  # hair beyond the head mesh is the person's too (body_restore moves it)
+        _cover(person, head_points(kp), HAIR_MARGIN * head_size(kp))
     # a gap the person encloses (an arm beside the waist) may hold their clothes: filled too
     person = ndimage.binary_fill_holes(person)
     if person.all():

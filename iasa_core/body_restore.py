@@ -1,4 +1,4 @@
-"""Reference body restoration: the reference photo's torso, arms and hands, moved onto every frame's pose.
+"""Reference body restoration: the reference photo's head, torso, arms and hands, moved onto every frame's pose.
 
 The embedded models draw the body as a smeared blob (their small VAE and DiT lose a shirt's edges and a thin
 limb's shape), so a gesture does not show. The keypoints say where each frame's shoulders, hips, elbows,
@@ -10,13 +10,15 @@ wrists and hand points are, and the reference photo shows what the body looks li
 - for each visible bone (shoulder-elbow, elbow-wrist), the reference's pixels around that bone moved rigidly
   along it: stretched along the bone with its length (an arm pointing at the camera looks shorter), across
   it with the body's scale (it does not get thinner);
-- each hand, the reference hand moved by the least-squares similarity of its visible points.
-Layers go torso, forearm, upper arm, hand, each with a one-pixel anti-aliased edge. Each carries a matte: how
+- each hand, the reference hand moved by the least-squares similarity of its visible points;
+- first of all, the head: the reference's face with its hair and ears, out to ``face_restore.HAIR_MARGIN``
+  beyond the head's points, moved by the least-squares similarity of the face points (the face restorer then warps the face
+  itself over it, so what this adds is the hair and the outline the face mesh does not reach).
+Layers go head, torso, forearm, upper arm, hand, each with a one-pixel anti-aliased edge. Each carries a matte: how
 far each reference pixel is from the clean plate (the reference's background without the person,
 ``background_restore.clean_plate``), so the background a part's footprint holds in the photo gives way to
-what is behind the part in this frame (a part laid before, else the plate). A band around each arm and hand
-clears the model's own smeared outline the same way. The neck stays the model's, the head the face
-restorer's.
+what is behind the part in this frame (a part laid before, else the plate). A band around the head, each arm
+and each hand clears the model's own smeared outline the same way. The neck stays the model's.
 
 A part is restored only where its keypoints are visible in the reference and in the frame, and nothing
 without both of the reference's shoulders (they set the body's scale). A post-process of the decoded
@@ -99,13 +101,13 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
 
 @dataclass
 class BodyRestorer:
-    """Moves the reference image's torso, arms and hands onto frames, given each frame's WholeBody keypoints."""
+    """Moves the reference image's head, torso, arms and hands onto frames, given each frame's WholeBody keypoints."""
 
     reference: np.ndarray      # (H, W, 3) uint8, the size of the frames
     ref_keypoints: np.ndarray  # (133, 3) the reference image's pose, in its pixels
     min_score: float = 0.3
     frames_restored: int = 0   # frames with at least one part restored
-    parts_restored: int = 0    # torsos, arm bones and hands restored over all frames
+    parts_restored: int = 0    # heads, torsos, arm bones and hands restored over all frames
     _ref_kp: np.ndarray = field(init=False, repr=False)
     _ref_f32: np.ndarray = field(init=False, repr=False)
     _plate: np.ndarray | None = field(init=False, default=None, repr=False)  # the background without the person
@@ -163,10 +165,11 @@ class BodyRestorer:
         if not self.usable:
             return ("body restore: nothing to restore, the reference pose has no shoulders (score >= "
                     f"{self.min_score:g}); the frames are the model's")
-        return f"body restore: {self.parts_restored} parts (torso, arm bones, hands) in {self.frames_restored} frames"
+        return (f"body restore: {self.parts_restored} parts (head, torso, arm bones, hands) in {self.frames_restored} "
+                "frames")
 
     def restore(self, frames: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-        """Frames (T, H, W, 3) uint8 with the reference torso, arms and hands over each frame's visible parts."""
+        """Frames (T, H, W, 3) uint8 with the reference head, torso, arms and hands over each frame's visible parts."""
         frames, keypoints = check_frames(frames, keypoints, self.reference, "body restore")
         out = frames.copy()
         if not self.usable:
@@ -208,6 +211,10 @@ class BodyRestorer:
         ok = visible(kp, self.min_score) & visible(ref, self.min_score)
         pad = CLEAR * self._shoulders * scale + 1.0  # the boxes hold the band around each part
         layers = []
+        if ok[list(L.FACE)].all():
+            head = self._head(kp, pad, hw)
+            if head is not None:
+                layers.append((self._limb_source, *head))
         if ok[[L.L_SHOULDER, L.R_SHOULDER]].all():
             torso = self._torso(kp, ok, scale, pad, hw)
             if torso is not None:
@@ -279,13 +286,24 @@ class BodyRestorer:
         src = a0 + along[:, None] * (b0 - a0) + across[:, None] * _perp((b0 - a0) / length0)
         return box, src, segment_distance(pts, a[None], b[None])[:, 0], radius
 
+    def _head(self, kp: np.ndarray, pad: float, hw: tuple[int, int]):
+        from .face_restore import HAIR_MARGIN, head_points, head_size
+
+        return self._rigid(head_points(kp), head_points(self._ref_kp), HAIR_MARGIN * head_size(kp), pad, hw)
+
     def _hand(self, dst: np.ndarray, src: np.ndarray, size: float, pad: float, hw: tuple[int, int]):
+        return self._rigid(dst, src, HAND_MARGIN * size, pad, hw)
+
+    @staticmethod
+    def _rigid(dst: np.ndarray, src: np.ndarray, margin: float, pad: float, hw: tuple[int, int]):
+        """A part moved by the least-squares similarity of its points src -> dst (N, 2): its footprint is their
+        hull grown by ``margin`` (at least a pixel)."""
         from .face_restore import similarity
 
         a, md, ms = similarity(src, dst)
         if abs(a) < 1e-6:
             return None
-        margin = max(HAND_MARGIN * size, 1.0)
+        margin = max(margin, 1.0)
         box = pixel_box(dst.min(0), dst.max(0), margin + pad, hw)
         if box is None:
             return None

@@ -32,6 +32,7 @@ FACE = np.asarray(L.FACE)
 BROWS = np.asarray(range(L.FACE[0] + 17, L.FACE[0] + 27))  # the 68-point face's 17..26
 CHIN = L.FACE[0] + 8
 FOREHEAD_RAISE = 0.6  # the brows moved up by this share of the chin-to-brows distance cover forehead and hair
+HAIR_MARGIN = 0.3     # hair and ears reach this share of the chin-to-brows distance beyond the head points' hull
 FEATHER = 0.04        # the blend's Gaussian sigma as a share of that distance (at least MIN_FEATHER px)
 MIN_FEATHER = 0.7
 FOLD_LIMIT = 0.25     # share of the mesh's area flipped over beyond which only the similarity is used
@@ -57,6 +58,12 @@ def head_points(kp: np.ndarray) -> np.ndarray:
     brows = np.asarray(kp, dtype=np.float64)[BROWS, :2]
     up = brows.mean(0) - np.asarray(kp, dtype=np.float64)[CHIN, :2]  # the face's own up: a tilted head tilts it
     return np.concatenate([face, brows + FOREHEAD_RAISE * up])
+
+
+def head_size(kp: np.ndarray) -> float:
+    """The chin-to-brows distance of a WholeBody pose (133, 3), in its pixels: the head's scale."""
+    kp = np.asarray(kp, dtype=np.float64)
+    return float(np.hypot(*(kp[BROWS, :2].mean(0) - kp[CHIN, :2])))
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[complex, np.ndarray, np.ndarray]:

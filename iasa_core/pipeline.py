@@ -62,7 +62,7 @@ class GenerateOptions:
                                           # None: the model's stored setting (on for the embedded models only)
     background_restore: bool | None = None  # the reference photo's background wherever the person is not
                                             # (``background_restore``); None: the model's stored setting
-    body_restore: bool | None = None      # the reference photo's torso, arms and hands moved onto every frame's
+    body_restore: bool | None = None      # the reference photo's head, torso, arms and hands moved onto each frame's
                                           # pose (``body_restore``); None: the model's stored setting
 
 

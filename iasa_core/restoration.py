@@ -21,8 +21,9 @@ RESTORE_HELP = {
     "background_restore": "put the reference photo's own background back wherever the person is not (a still "
                           "camera): auto = the model's own setting, on for the embedded models, which redraw "
                           "it mottled; off = the model's frames untouched",
-    "body_restore": "move the reference photo's torso, arms and hands onto every frame's pose (the torso by "
-                    "shoulders and hips, each arm bone rigidly, each hand by its points): auto = the model's own "
+    "body_restore": "move the reference photo's head (hair and outline), torso, arms and hands onto every frame's "
+                    "pose (the head and each hand by their points, the torso by shoulders and hips, each arm "
+                    "bone rigidly): auto = the model's own "
                     "setting, on for the embedded models, which smear the body; off = the model's frames "
                     "untouched",
 }

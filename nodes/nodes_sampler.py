@@ -83,9 +83,9 @@ class IASASampler:
                                "untouched."}),
                 "body_restore": (["auto", "on", "off"], {
                     "default": "auto",
-                    "tooltip": "Move the reference photo's torso, arms and hands onto every frame's pose "
-                               "(the torso by shoulders and hips, each arm bone rigidly, each hand by its "
-                               "points). auto = the model's own setting (on for the embedded models, which "
+                    "tooltip": "Move the reference photo's head (hair and outline), torso, arms and hands "
+                               "onto every frame's pose (the head and each hand by their points, the torso by "
+                               "shoulders and hips, each arm bone rigidly). auto = the model's own setting (on for the embedded models, which "
                                "smear the body); off = the model's frames untouched."}),
             },
         }

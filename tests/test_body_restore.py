@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from iasa_core.background_restore import person_mask
+from iasa_core.background_restore import clean_plate, person_mask
 from iasa_core.body_restore import ARM_RADIUS, CLEAR, BodyRestorer
 from iasa_core.pose import layout as L
 from iasa_core.pose.regions import convex_hull, polygon_cover
@@ -96,8 +96,53 @@ def test_a_still_pose_gives_back_the_reference_on_the_body_and_the_frames_elsewh
     far &= (np.min(np.linalg.norm(pts[:, None] - hands[None], axis=2), axis=1) > band + 6).reshape(H, W)
     assert far.sum() > 5000 and (out[:, far] == 40).all()  # away from the body: the model's frames untouched
     assert restorer.frames_restored == 2 and restorer.parts_restored == 2 * 7  # torso, 4 bones, 2 hands
-    assert restorer.summary() == "body restore: 14 parts (torso, arm bones, hands) in 2 frames"
+    assert restorer.summary() == "body restore: 14 parts (head, torso, arm bones, hands) in 2 frames"
     assert (frames == 40).all()  # the input is not written to
+
+
+def _with_face(kp: np.ndarray) -> np.ndarray:
+    """The body with the synthetic pose's 68 face points, the chin 6 px above the shoulders' middle."""
+    from iasa_core.face_restore import CHIN
+    from iasa_core.pose.synthetic import synthetic_keypoints
+
+    face = synthetic_keypoints(1, H, W, seed=3)[0]
+    out = kp.copy()
+    out[list(L.FACE)] = face[list(L.FACE)]
+    out[list(L.FACE), :2] += kp[[L.L_SHOULDER, L.R_SHOULDER], :2].mean(0) - [0.0, 6.0] - face[CHIN, :2]
+    return out
+
+
+def test_the_head_and_its_hair_move_with_the_face_points():
+    from iasa_core.face_restore import HAIR_MARGIN, head_points, head_size
+
+    kp = _with_face(_body())
+    ref = _picture(kp, 2)
+    head = convex_hull(head_points(kp))
+    size = head_size(kp)
+    pts = _pixels()
+    near = np.min([_distance_to_segment(pts, a, b) for a, b in zip(head, np.roll(head, -1, 0), strict=True)], 0)
+    hair = ((near < 0.8 * HAIR_MARGIN * size) & ~polygon_cover(pts, head, 0.0)).reshape(H, W)
+    hair &= (pts[:, 1] < kp[L.L_SHOULDER, 1] - 10).reshape(H, W)
+    ref[hair] = (200, 150, 60)  # hair beyond the face's points, where the face restorer's mesh does not reach
+    assert (clean_plate(ref, kp)[hair] == 0).all()  # the hair is the person's: the plate is the background there
+    shift = np.array([5.0, 3.0])
+    moved = kp.copy()
+    moved[:, :2] += shift
+    frames = np.full((1, H, W, 3), 40, dtype=np.uint8)
+    restorer = BodyRestorer(ref, kp)
+    out = restorer.restore(frames, moved[None])[0]
+    shifted = np.zeros_like(ref)
+    shifted[3:, 5:] = ref[:-3, :-5]
+    # the head's footprint, above the torso's reach over the shoulders: the reference moved with the face
+    on_head = ((near < HAIR_MARGIN * size - 1) & (pts[:, 1] < kp[L.L_SHOULDER, 1] - ARM_RADIUS * 40 - 2))
+    on_head = np.roll(on_head.reshape(H, W), (3, 5), axis=(0, 1))
+    assert (hair & on_head).sum() > 50 and on_head.sum() > 400
+    assert np.array_equal(out[on_head], shifted[on_head])
+    assert restorer.parts_restored == 8  # the head, the torso, 4 arm bones, 2 hands
+    faceless = moved.copy()
+    faceless[L.FACE[30], 2] = 0.0  # one face point unseen in the frame: no head
+    restorer.restore(frames, faceless[None])
+    assert restorer.parts_restored == 8 + 7
 
 
 def test_a_forearm_turned_and_stretched_reads_the_reference_along_its_bone():

@@ -20,8 +20,8 @@ DEFAULT_MODEL = "embedded"
 # Schedule settings every embedded model runs with unless its file says otherwise: their 1.9 M-parameter VAE
 # cannot carry a face's detail, so the reference photo's face is warped onto each frame
 # (iasa_core/face_restore.py); they redraw the still background mottled, so the reference's is put back
-# (iasa_core/background_restore.py); and they smear the body, so the reference's torso, arms and hands are
-# moved onto each frame's pose (iasa_core/body_restore.py).
+# (iasa_core/background_restore.py); and they smear the body, so the reference's head, torso, arms and hands
+# are moved onto each frame's pose (iasa_core/body_restore.py).
 EMBEDDED_SCHEDULE = {"face_restore": True, "background_restore": True, "body_restore": True}
 
 
