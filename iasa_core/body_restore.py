@@ -5,8 +5,8 @@ limb's shape), so a gesture does not show. The keypoints say where each frame's 
 wrists and hand points are, and the reference photo shows what the body looks like. So every frame gets:
 - the reference torso (shoulders to hips, or downwards from the shoulders when the hips are out of the
   picture, with the legs below visible hips), moved by the affine map of those four points. What the
-  reference's own arms and hands cover of it is filled once from the nearest clothes pixel, so an arm that
-  moves away leaves the shirt, not its ghost;
+  reference's own arms and hands cover of it is filled once from the clothes beside them in the same row, so
+  an arm that moves away leaves the shirt (and its hem), not its ghost;
 - for each visible bone (shoulder-elbow, elbow-wrist), the reference's pixels around that bone moved rigidly
   along it: stretched along the bone with its length (an arm pointing at the camera looks shorter), across
   it with the body's scale (it does not get thinner);
@@ -81,6 +81,33 @@ def _hull_distance(pts: np.ndarray, hull: np.ndarray) -> np.ndarray:
     return d
 
 
+def fill_along_rows(image: np.ndarray, source: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """``image`` (H, W, C) with its ``fill`` pixels interpolated between the nearest ``source`` pixels left and
+    right of them in their row (the one there, at a row's end); rows without a source pixel take the nearest
+    one in the plane. Clothes' edges (a hem, a belt) run across the body: an arm over them is filled without
+    breaking the line, where a nearest-pixel fill drags it into a diagonal."""
+    from scipy import ndimage
+
+    out = image.copy()
+    if not source.any() or not fill.any():
+        return out
+    rest = np.zeros_like(fill)
+    for y in np.flatnonzero(fill.any(1)):
+        src, at = np.flatnonzero(source[y]), np.flatnonzero(fill[y])
+        if not len(src):
+            rest[y, at] = True
+            continue
+        i = np.searchsorted(src, at)
+        left, right = src[np.maximum(i - 1, 0)], src[np.minimum(i, len(src) - 1)]
+        left, right = np.where(i > 0, left, right), np.where(i < len(src), right, left)
+        w = ((at - left) / np.maximum(right - left, 1))[:, None]
+        out[y, at] = (1.0 - w) * image[y, left] + w * image[y, right]
+    if rest.any():
+        nearest = ndimage.distance_transform_edt(~source, return_distances=False, return_indices=True)
+        out[rest] = image[nearest[0][rest], nearest[1][rest]]
+    return out
+
+
 def torso_points(kp: np.ndarray, hips: bool) -> np.ndarray:
     """The torso's corners (4, 2): both shoulders, then both hips or the shoulders moved TORSO_DOWN widths down."""
     ls, rs = kp[L.L_SHOULDER, :2], kp[L.R_SHOULDER, :2]
@@ -131,10 +158,9 @@ class BodyRestorer:
         return np.concatenate([image, matte[..., None]], axis=-1)
 
     def _clear_torso(self, person: np.ndarray) -> np.ndarray:
-        """The reference without its arms and hands: on the torso's outline filled from the nearest person pixel
-        there, elsewhere the clean plate (so the torso's margin carries no arm's colour)."""
-        from scipy import ndimage
-
+        """The reference without its arms and hands: on the torso's outline filled from the person's pixels beside
+        them in the same row (``fill_along_rows``), elsewhere the clean plate (so the torso's margin carries no
+        arm's colour)."""
         hw = self.reference.shape[:2]
         kp, ok = self._ref_kp, visible(self._ref_kp, self.min_score)
         limbs = np.zeros(hw, dtype=bool)
@@ -150,10 +176,7 @@ class BodyRestorer:
         limbs &= person
         out[limbs & ~torso] = self._plate[limbs & ~torso]
         source, fill = torso & ~limbs & person, limbs & torso  # from clothes, not from background in the outline
-        if source.any() and fill.any():
-            nearest = ndimage.distance_transform_edt(~source, return_distances=False, return_indices=True)
-            out[fill] = self._ref_f32[nearest[0][fill], nearest[1][fill]]
-        return out
+        return fill_along_rows(out, source, fill)
 
     @property
     def usable(self) -> bool:

@@ -223,6 +223,25 @@ def test_an_arm_that_moves_away_leaves_the_shirt_not_its_ghost():
     assert (out[ghost] == shirt).all()  # where the forearm was: the shirt, filled from its nearest pixels
 
 
+def test_what_the_arms_covered_is_filled_along_the_rows():
+    from iasa_core.body_restore import fill_along_rows
+
+    image = np.zeros((6, 8, 3))
+    image[:3], image[3:] = (0, 200, 0), (0, 60, 0)  # a shirt over trousers: the hem runs across
+    image[:, 7] = (90, 90, 90)                      # and a grey seam down the right edge
+    image[0, 4] = (100, 200, 0)                     # a fold in the top row, right of the arm
+    fill = np.zeros((6, 8), dtype=bool)
+    for y in range(6):
+        fill[y, 1 + y // 2: 4 + y // 2] = True      # an arm lying diagonally over the hem
+    fill[5] = True                                  # a row covered from end to end
+    out = fill_along_rows(image, ~fill, fill)
+    assert np.array_equal(out[1:5, :6], image[1:5, :6])  # the hem stays straight: each row its own colour
+    assert np.allclose(out[0, 1:4], image[0, 0] + np.array([[0.25], [0.5], [0.75]]) * (image[0, 4] - image[0, 0]))
+    assert np.array_equal(out[5], image[4])  # no source in the row: the nearest pixel, the row above
+    assert np.array_equal(out[~fill], image[~fill])
+    assert np.array_equal(fill_along_rows(image, np.zeros_like(fill), fill), image)  # nothing to fill from
+
+
 def test_parts_need_their_points_in_both_poses():
     kp = _body()
     ref = _picture(kp)
