@@ -7,8 +7,9 @@ So each frame's head gets the reference head warped piecewise-affinely over a tr
 points (plus the brows raised over the forehead and hair): the head follows the face points, the jaw and lips
 follow theirs, so the mouth opens and closes with the speech. A photo with its mouth shut holds no inside of
 the mouth, so where a frame's lips part further the gap is drawn: a dark inside in the photo's own lip
-colour with the upper teeth in a band under the upper lip, anti-aliased from the inner-lip points. A
-feathered mask blends it into the generated frame; the body, arms and hands stay the model's.
+colour with the upper teeth in a band under the upper lip, anti-aliased from the inner-lip points. An eye
+closing (a blink) keeps its size under lids of the photo's skin, with a dark edge, rather than being
+squeezed. A feathered mask blends it into the generated frame; the body, arms and hands stay the model's.
 
 A frame whose face points are not all visible is left as generated, and a frame whose triangulation folds
 over on more than a quarter of its area (a head turned towards profile) gets the reference head moved by the
@@ -45,6 +46,13 @@ TEETH_MAX = 0.2       # at most this share of the width
 CAVITY_SHADE = 0.45   # the inside: the photo's lip colour this dark
 TEETH_COLOUR = (240.0, 240.0, 235.0)
 SUPERSAMPLE = 4       # coverage samples per pixel and axis
+# A closing eye (a blink): the mesh would squeeze the photo's open eye into the narrower lids (a half-open stare);
+# instead the eye keeps its size and the lids slide over it.
+EYES = (np.arange(36, 42), np.arange(42, 48))  # 68-point indices: corner, upper lid (2), corner, lower lid (2)
+BROWS_ABOVE = ((19, 20), (23, 24))  # the brow points over each upper lid: the lid's skin lies between
+LID_CLOSED = 0.5      # an eye open less than this share of the photo's is closing
+LID_GROW = 0.1        # the photo's eye outline grown by this share of the eye's width (its lashes go under too)
+LID_EDGE = 0.08       # the closed lid's dark edge: half its thickness, as a share of the eye's width
 _F0 = L.FACE[0]
 INNER_LIPS = np.asarray(L.INNER_LIPS) - _F0  # indices into the 68 face points
 UPPER_INNER, LOWER_INNER = (np.asarray(p) - _F0 for p in zip(*L.INNER_LIP_PAIRS, strict=True))
@@ -75,6 +83,29 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[complex, np.ndarray, n
     return (complex(np.vdot(zs, zd) / den) if den > 1e-12 else 1.0 + 0j), md, ms
 
 
+def _subsamples(pts: np.ndarray) -> np.ndarray:
+    """SUPERSAMPLE x SUPERSAMPLE sample points (N * S, 2) spread over each pixel centred at ``pts`` (N, 2)."""
+    step = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
+    return (pts[:, None, None, :] + np.stack(np.meshgrid(step, step, indexing="xy"), -1)[None]).reshape(-1, 2)
+
+
+def _share(hit: np.ndarray, n: int) -> np.ndarray:
+    """Per pixel (n,), the share of its sub-samples that ``hit`` (n * S,) marks."""
+    return hit.reshape(n, -1).mean(1)
+
+
+def _face_down(face: np.ndarray) -> np.ndarray:
+    """The face's own down (2,) from its 68 points: a tilted head tilts it."""
+    down = face[CHIN - _F0] - face[BROWS - _F0].mean(0)
+    return down / max(float(np.hypot(*down)), 1e-9)
+
+
+def eye_opening(face: np.ndarray, eye: np.ndarray) -> float:
+    """How far apart an eye's lids are (pixels, along the face's down) from the 68 face points (68, 2)."""
+    e, down = face[eye], _face_down(face)
+    return float(np.mean([(e[5] - e[1]) @ down, (e[4] - e[2]) @ down]))
+
+
 def mouth_cover(face: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shares (N,) of the pixels centred at ``pts`` (N, 2) that the open mouth's inside and its upper teeth cover,
     from the 68 face points (68, 2) of one frame; zeros while the lips are not apart by MOUTH_OPEN."""
@@ -82,8 +113,7 @@ def mouth_cover(face: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     inner, upper, lower = face[INNER_LIPS], face[UPPER_INNER], face[LOWER_INNER]
     width = float(np.hypot(*(inner[4] - inner[0])))
-    down = face[CHIN - _F0] - face[BROWS - _F0].mean(0)  # the face's own down: a tilted head tilts the teeth
-    down = down / max(float(np.hypot(*down)), 1e-9)
+    down = _face_down(face)
     gap = float(np.mean((lower - upper) @ down))
     cavity, teeth = np.zeros(len(pts)), np.zeros(len(pts))
     if width <= 1e-6 or gap < MOUTH_OPEN * width:
@@ -92,13 +122,11 @@ def mouth_cover(face: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     near = ((pts >= inner.min(0) - margin - 1) & (pts <= inner.max(0) + margin + 1)).all(1)
     if not near.any():
         return cavity, teeth
-    step = (np.arange(SUPERSAMPLE) + 0.5) / SUPERSAMPLE - 0.5
-    sub = (pts[near, None, None, :] + np.stack(np.meshgrid(step, step, indexing="xy"), -1)[None]).reshape(-1, 2)
+    sub = _subsamples(pts[near])
     inside = polygon_cover(sub, convex_hull(inner), margin)
     tooth = inside & (sub @ down < float((upper @ down).min()) + min(TEETH_SHARE * gap, TEETH_MAX * width))
-    n = SUPERSAMPLE * SUPERSAMPLE
-    cavity[near] = (inside & ~tooth).reshape(-1, n).mean(1)
-    teeth[near] = tooth.reshape(-1, n).mean(1)
+    cavity[near] = _share(inside & ~tooth, int(near.sum()))
+    teeth[near] = _share(tooth, int(near.sum()))
     return cavity, teeth
 
 
@@ -120,6 +148,7 @@ class FaceRestorer:
     _tri: np.ndarray = field(init=False, repr=False)
     _ref_f32: np.ndarray = field(init=False, repr=False)
     _mouth_colours: np.ndarray | None = field(init=False, repr=False, default=None)  # (2, 3) inside, teeth
+    _lid_colours: list[np.ndarray] = field(init=False, repr=False, default_factory=list)  # per eye (2, 3)
 
     def __post_init__(self) -> None:
         ref, kp = check_reference(self.reference, self.ref_keypoints, "face restore")
@@ -136,6 +165,12 @@ class FaceRestorer:
             if len(self._tri):  # a consistent orientation, so that a flip in a frame shows as a sign change
                 flip = _signed_areas(self._src, self._tri) < 0
                 self._tri[flip] = self._tri[flip][:, [0, 2, 1]]
+            face = self._src[:len(FACE)]
+            # per eye: the lid's skin (between the upper lid and the brow) and its edge (at the upper lid's points)
+            self._lid_colours = [np.stack([
+                sample_reference(self._ref_f32, 0.5 * (face[eye[[1, 2]]] + face[list(brow)])).mean(0),
+                sample_reference(self._ref_f32, face[eye[[1, 2]]]).min(0)])
+                for eye, brow in zip(EYES, BROWS_ABOVE, strict=True)]
             if mouth_opening(kp) < MOUTH_OPEN:  # an open mouth's own inside comes with the mesh
                 outer, inner = LIP_MIDDLES
                 lips = sample_reference(self._ref_f32, 0.5 * (kp[outer, :2] + kp[inner, :2])).mean(0)
@@ -203,6 +238,7 @@ class FaceRestorer:
         if self._mouth_colours is not None:
             cover = np.stack(mouth_cover(dst[:len(FACE)], pts), -1).astype(np.float32)  # (N, 2)
             warped = (1.0 - cover.sum(1, keepdims=True)) * warped + cover @ self._mouth_colours
+        self._close_lids(warped, pts, dst)
         # the mask is built on a margin of zeros, so the feather fades out inside the box
         mask = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), dtype=np.float32)
         mask[pad:-pad, pad:-pad] = inside.reshape(y1 - y0, x1 - x0)
@@ -220,6 +256,39 @@ class FaceRestorer:
         region = frame[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
         blended = mask * warped + (1.0 - mask) * region
         frame[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8).reshape(y1 - y0, x1 - x0, 3)
+
+    def _close_lids(self, warped: np.ndarray, pts: np.ndarray, dst: np.ndarray) -> None:
+        """An eye open less than LID_CLOSED of the photo's (a blink): the photo's eye moved by the face's similarity
+        (not squeezed) between the frame's lids; the rest of the photo's eye outline the lid's skin, with a dark
+        edge along the frame's upper lid. ``warped`` (N, 3) holds the pixels ``pts`` (N, 2); changed in place."""
+        from .pose.regions import convex_hull, polygon_cover, segment_distance
+
+        src, face = self._src[:len(FACE)], dst[:len(FACE)]
+        a, md, ms = similarity(self._src, dst)
+        if abs(a) < 1e-6:
+            return
+        for eye, (skin, edge_colour) in zip(EYES, self._lid_colours, strict=True):
+            opening = eye_opening(src, eye)
+            if opening <= 0 or eye_opening(face, eye) >= LID_CLOSED * opening:  # shut in the photo too: the mesh
+                continue
+            z = a * ((src[eye, 0] - ms[0]) + 1j * (src[eye, 1] - ms[1]))
+            photo = np.stack([z.real + md[0], z.imag + md[1]], -1)  # the photo's eye, moved with the face
+            width = float(np.hypot(*(photo[3] - photo[0])))
+            near = ((pts >= np.minimum(photo.min(0), face[eye].min(0)) - LID_GROW * width - 1)
+                    & (pts <= np.maximum(photo.max(0), face[eye].max(0)) + LID_GROW * width + 1)).all(1)
+            if not near.any():
+                continue
+            p = pts[near]
+            sub = _subsamples(p)
+            seen = polygon_cover(sub, convex_hull(face[eye]), 0.0)
+            covered = polygon_cover(sub, convex_hull(photo), LID_GROW * width) | seen
+            upper = face[eye[:4]]  # corner, upper lid, corner
+            edge = covered & ~seen & (segment_distance(sub, upper[:-1], upper[1:]).min(1) <= LID_EDGE * width)
+            covered, seen, edge = (_share(m, len(p))[:, None] for m in (covered, seen, edge))
+            z = ((p[:, 0] - md[0]) + 1j * (p[:, 1] - md[1])) / a
+            still = sample_reference(self._ref_f32, np.stack([z.real + ms[0], z.imag + ms[1]], -1))
+            warped[near] = ((1.0 - covered) * warped[near] + (covered - seen - edge) * skin + edge * edge_colour
+                            + seen * still)
 
     def _source_coords(self, pts: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Where each frame pixel (N, 2) reads the reference (x, y), and whether it lies on the frame's head mesh;

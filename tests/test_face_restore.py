@@ -156,6 +156,46 @@ def test_the_drawn_mouth_covers_the_grown_gap():
     assert not np.concatenate(mouth_cover(shut[FACE, :2], pts)).any()  # shut lips: nothing
 
 
+def _with_eyes(kp: np.ndarray, height: float) -> np.ndarray:
+    """The pose with both eyes redrawn in the 68-point order (corner, upper lid, upper lid, corner, lower lid,
+    lower lid) at their centres, 9 px wide and ``height`` px open."""
+    import iasa_core.face_restore as fr
+
+    out = kp.copy()
+    shape = np.array([[-4.5, 0.0], [-1.5, -0.5], [1.5, -0.5], [4.5, 0.0], [1.5, 0.5], [-1.5, 0.5]])
+    for eye in fr.EYES:
+        idx = FACE[eye]
+        out[idx, :2] = kp[idx, :2].mean(0) + shape * [1.0, height]
+    return out
+
+
+def test_a_closing_eye_keeps_its_size_under_the_lid(monkeypatch):
+    import iasa_core.face_restore as fr
+
+    ref = _reference(6)
+    kp = _with_eyes(_moved(_pose(), 3.0, (0.0, 20.0)), 4.0)
+    restorer = FaceRestorer(ref, kp)
+    shut, half = _with_eyes(kp, 0.0), _with_eyes(kp, 2.4)  # shut, and 60 % of the photo's opening
+    frames = np.zeros((2, H, W, 3), dtype=np.uint8)
+    out = restorer.restore(frames, np.stack([shut, half]))
+    monkeypatch.setattr(fr, "LID_CLOSED", 0.0)  # never closing: the mesh alone
+    squeezed = FaceRestorer(ref, kp).restore(frames, np.stack([shut, half]))
+    assert np.array_equal(out[1], squeezed[1])  # 60 % open: the mesh, as before
+    face = kp[FACE, :2]
+    for eye, brow in zip(fr.EYES, fr.BROWS_ABOVE, strict=True):
+        mids = 0.5 * (face[eye[[1, 2]]] + face[list(brow)])
+        skin = np.stack([ndimage.map_coordinates(ref[..., c].astype(np.float64), [mids[:, 1], mids[:, 0]], order=1)
+                         for c in range(3)], -1).mean(0)
+        cx, cy = (int(round(v)) for v in face[eye].mean(0))
+        lid = out[0, cy - 2, cx - 1:cx + 2].astype(np.float64)  # where the photo's open eye was: the lid's skin
+        assert np.abs(lid - skin).max() <= 1.0 and np.abs(squeezed[0, cy - 2, cx - 1:cx + 2] - skin).max() > 5
+        edge = out[0, cy, cx].astype(np.float64)  # on the shut lids: their edge, the photo's darkest upper-lid colours
+        top = np.stack([ndimage.map_coordinates(ref[..., c].astype(np.float64), [face[eye[[1, 2]], 1],
+                                                                                  face[eye[[1, 2]], 0]], order=1)
+                        for c in range(3)], -1).min(0)
+        assert np.abs(edge - top).max() <= 1.0
+
+
 def test_frames_without_a_face_are_left_alone():
     ref, kp = _reference(), _pose()
     hidden = kp.copy()
