@@ -12,10 +12,10 @@ wrists and hand points are, and the reference photo shows what the body looks li
   it with the body's scale (it does not get thinner);
 - each hand, the reference hand moved by the least-squares similarity of its visible points;
 - first of all, the head: the reference's face with its hair and ears, out to ``face_restore.HAIR_MARGIN``
-  beyond the head's points, moved by the least-squares similarity of the face points (the face restorer then warps the face
-  itself over it, so what this adds is the hair and the outline the face mesh does not reach).
-Layers go head, torso, forearm, upper arm, hand, each with a one-pixel anti-aliased edge. Each carries a matte: how
-far each reference pixel is from the clean plate (the reference's background without the person,
+  beyond the head's points, moved by the least-squares similarity of those points (the face restorer then
+  warps the face itself over it, so what this adds is the hair and the outline the face mesh does not reach).
+Layers go head, torso, forearm, upper arm, hand, each with a one-pixel anti-aliased edge. Each carries a matte:
+how far each reference pixel is from the clean plate (the reference's background without the person,
 ``background_restore.clean_plate``), so the background a part's footprint holds in the photo gives way to
 what is behind the part in this frame (a part laid before, else the plate). A band around the head, each arm
 and each hand clears the model's own smeared outline the same way. The neck stays the model's.

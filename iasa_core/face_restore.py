@@ -57,7 +57,7 @@ _F0 = L.FACE[0]
 INNER_LIPS = np.asarray(L.INNER_LIPS) - _F0  # indices into the 68 face points
 UPPER_INNER, LOWER_INNER = (np.asarray(p) - _F0 for p in zip(*L.INNER_LIP_PAIRS, strict=True))
 # the middle of each lip: between the outer points 50-52 / 58-56 and the inner ones facing them
-LIP_MIDDLES = ((np.asarray([73, 74, 75, 81, 80, 79]), np.asarray([84, 85, 86, 90, 89, 88])))
+LIP_MIDDLES = (np.asarray([73, 74, 75, 81, 80, 79]), np.asarray([84, 85, 86, 90, 89, 88]))
 
 
 def head_points(kp: np.ndarray) -> np.ndarray:
