@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .background_restore import clean_plate, legs
+from .face_restore import HAIR_MARGIN, head_points, head_size, similarity
 from .pose import layout as L
 from .pose.regions import convex_hull, segment_distance
 from .restoration import (
@@ -136,6 +137,7 @@ class BodyRestorer:
     frames_restored: int = 0   # frames with at least one part restored
     parts_restored: int = 0    # heads, torsos, arm bones and hands restored over all frames
     _ref_kp: np.ndarray = field(init=False, repr=False)
+    _ref_head: np.ndarray = field(init=False, repr=False)  # the reference's head points (face_restore.head_points)
     _ref_f32: np.ndarray = field(init=False, repr=False)
     _plate: np.ndarray | None = field(init=False, default=None, repr=False)  # the background without the person
     _limb_source: np.ndarray = field(init=False, repr=False)   # (H, W, 4): the reference and its matte
@@ -146,6 +148,7 @@ class BodyRestorer:
         ref, kp = check_reference(self.reference, self.ref_keypoints, "body restore")
         self._ref_f32 = ref.astype(np.float32)
         self._ref_kp = kp
+        self._ref_head = head_points(kp)
         self._shoulders = shoulder_width(kp, self.min_score)
         self._plate = clean_plate(ref, kp, self.min_score) if self._shoulders > 0 else None
         if self.usable:
@@ -310,9 +313,7 @@ class BodyRestorer:
         return box, src, segment_distance(pts, a[None], b[None])[:, 0], radius
 
     def _head(self, kp: np.ndarray, pad: float, hw: tuple[int, int]):
-        from .face_restore import HAIR_MARGIN, head_points, head_size
-
-        return self._rigid(head_points(kp), head_points(self._ref_kp), HAIR_MARGIN * head_size(kp), pad, hw)
+        return self._rigid(head_points(kp), self._ref_head, HAIR_MARGIN * head_size(kp), pad, hw)
 
     def _hand(self, dst: np.ndarray, src: np.ndarray, size: float, pad: float, hw: tuple[int, int]):
         return self._rigid(dst, src, HAND_MARGIN * size, pad, hw)
@@ -321,8 +322,6 @@ class BodyRestorer:
     def _rigid(dst: np.ndarray, src: np.ndarray, margin: float, pad: float, hw: tuple[int, int]):
         """A part moved by the least-squares similarity of its points src -> dst (N, 2): its footprint is their
         hull grown by ``margin`` (at least a pixel)."""
-        from .face_restore import similarity
-
         a, md, ms = similarity(src, dst)
         if abs(a) < 1e-6:
             return None

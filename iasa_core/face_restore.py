@@ -230,15 +230,18 @@ class FaceRestorer:
             return
         ys, xs = np.mgrid[y0:y1, x0:x1]
         pts = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
-        mapped = self._source_coords(pts, dst)
-        if mapped is None:
+        sim = similarity(self._src, dst)
+        a, md, ms = sim
+        if abs(a) < 1e-6:  # a face shrunk to a point
             return
-        src_xy, inside = mapped
+        z = ((pts[:, 0] - md[0]) + 1j * (pts[:, 1] - md[1])) / a
+        moved = np.stack([z.real + ms[0], z.imag + ms[1]], -1)  # where each pixel reads the photo, moved rigidly
+        src_xy, inside = self._source_coords(pts, dst, sim, moved)
         warped = sample_reference(self._ref_f32, src_xy)
         if self._mouth_colours is not None:
             cover = np.stack(mouth_cover(dst[:len(FACE)], pts), -1).astype(np.float32)  # (N, 2)
             warped = (1.0 - cover.sum(1, keepdims=True)) * warped + cover @ self._mouth_colours
-        self._close_lids(warped, pts, dst)
+        self._close_lids(warped, pts, dst, sim, moved)
         # the mask is built on a margin of zeros, so the feather fades out inside the box
         mask = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), dtype=np.float32)
         mask[pad:-pad, pad:-pad] = inside.reshape(y1 - y0, x1 - x0)
@@ -257,16 +260,16 @@ class FaceRestorer:
         blended = mask * warped + (1.0 - mask) * region
         frame[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8).reshape(y1 - y0, x1 - x0, 3)
 
-    def _close_lids(self, warped: np.ndarray, pts: np.ndarray, dst: np.ndarray) -> None:
+    def _close_lids(self, warped: np.ndarray, pts: np.ndarray, dst: np.ndarray,
+                    sim: tuple[complex, np.ndarray, np.ndarray], moved: np.ndarray) -> None:
         """An eye open less than LID_CLOSED of the photo's (a blink): the photo's eye moved by the face's similarity
-        (not squeezed) between the frame's lids; the rest of the photo's eye outline the lid's skin, with a dark
-        edge along the frame's upper lid. ``warped`` (N, 3) holds the pixels ``pts`` (N, 2); changed in place."""
+        ``sim`` (not squeezed) between the frame's lids; the rest of the photo's eye outline the lid's skin, with a
+        dark edge along the frame's upper lid. ``warped`` (N, 3) holds the pixels ``pts`` (N, 2), which read the
+        photo at ``moved`` under the similarity; changed in place."""
         from .pose.regions import convex_hull, polygon_cover, segment_distance
 
         src, face = self._src[:len(FACE)], dst[:len(FACE)]
-        a, md, ms = similarity(self._src, dst)
-        if abs(a) < 1e-6:
-            return
+        a, md, ms = sim
         for eye, (skin, edge_colour) in zip(EYES, self._lid_colours, strict=True):
             opening = eye_opening(src, eye)
             if opening <= 0 or eye_opening(face, eye) >= LID_CLOSED * opening:  # shut in the photo too: the mesh
@@ -285,20 +288,17 @@ class FaceRestorer:
             upper = face[eye[:4]]  # corner, upper lid, corner
             edge = covered & ~seen & (segment_distance(sub, upper[:-1], upper[1:]).min(1) <= LID_EDGE * width)
             covered, seen, edge = (_share(m, len(p))[:, None] for m in (covered, seen, edge))
-            z = ((p[:, 0] - md[0]) + 1j * (p[:, 1] - md[1])) / a
-            still = sample_reference(self._ref_f32, np.stack([z.real + ms[0], z.imag + ms[1]], -1))
+            still = sample_reference(self._ref_f32, moved[near])
             warped[near] = ((1.0 - covered) * warped[near] + (covered - seen - edge) * skin + edge * edge_colour
                             + seen * still)
 
-    def _source_coords(self, pts: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _source_coords(self, pts: np.ndarray, dst: np.ndarray, sim: tuple[complex, np.ndarray, np.ndarray],
+                       moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where each frame pixel (N, 2) reads the reference (x, y), and whether it lies on the frame's head mesh;
-        None for a face shrunk to a point."""
+        off the mesh ``moved``, where the face's similarity ``sim`` takes it (for the feather)."""
         tri, src = self._tri, self._src
-        a, md, ms = similarity(src, dst)
-        if abs(a) < 1e-6:
-            return None
-        z = ((pts[:, 0] - md[0]) + 1j * (pts[:, 1] - md[1])) / a
-        coords = np.stack([z.real + ms[0], z.imag + ms[1]], -1)  # off the mesh: the similarity, for the feather
+        a, md, ms = sim
+        coords = moved.copy()
         areas = _signed_areas(dst, tri)
         if areas[areas < 0].sum() < -FOLD_LIMIT * np.abs(areas).sum():
             # folded over (a head turned towards profile): the reference mesh moved by the similarity alone
