@@ -58,6 +58,9 @@ MATTE_RANGE = 32.0  # grey levels from the clean plate at which a reference pixe
 # Around each arm bone and hand, a band of this share of the shoulder width gets the clean plate (or the torso
 # under it): the model's own smeared outline would show there, inside the background restorer's margins
 CLEAR = 0.1
+# What the arms and hands covered is never filled from pixels this many pixels beyond them (their own dark edge,
+# just outside the capsule): a row fill from it would streak across the shirt
+FILL_RING = 1.0
 # forearm, then upper arm (over the forearm at the elbow), per side; the hands go over both arms
 BONES = ((L.L_ELBOW, L.L_WRIST), (L.L_SHOULDER, L.L_ELBOW), (L.R_ELBOW, L.R_WRIST), (L.R_SHOULDER, L.R_ELBOW))
 HANDS = (np.asarray(L.LEFT_HAND), np.asarray(L.RIGHT_HAND))
@@ -166,9 +169,10 @@ class BodyRestorer:
         arm's colour)."""
         hw = self.reference.shape[:2]
         kp, ok = self._ref_kp, visible(self._ref_kp, self.min_score)
-        limbs = np.zeros(hw, dtype=bool)
-        for (x0, y0, x1, y1), _, distance, reach in self._limb_layers(kp, kp, ok, 1.0, 1.0, hw):
+        limbs, edged = np.zeros(hw, dtype=bool), np.zeros(hw, dtype=bool)
+        for (x0, y0, x1, y1), _, distance, reach in self._limb_layers(kp, kp, ok, 1.0, 1.0 + FILL_RING, hw):
             limbs[y0:y1, x0:x1] |= (distance < reach + 0.5).reshape(y1 - y0, x1 - x0)
+            edged[y0:y1, x0:x1] |= (distance < reach + 0.5 + FILL_RING).reshape(y1 - y0, x1 - x0)
         torso = np.zeros(hw, dtype=bool)
         outline = self._outline(kp, bool(ok[[L.L_HIP, L.R_HIP]].all()))
         box = pixel_box(outline.min(0), outline.max(0), 0.0, hw)
@@ -178,7 +182,7 @@ class BodyRestorer:
         out = self._ref_f32.copy()
         limbs &= person
         out[limbs & ~torso] = self._plate[limbs & ~torso]
-        source, fill = torso & ~limbs & person, limbs & torso  # from clothes, not from background in the outline
+        source, fill = torso & ~edged & person, limbs & torso  # from clothes, not from background in the outline
         return fill_along_rows(out, source, fill)
 
     @property

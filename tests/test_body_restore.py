@@ -221,6 +221,12 @@ def test_an_arm_that_moves_away_leaves_the_shirt_not_its_ghost():
     ghost = old & inside & ~hands
     assert ghost.sum() > 40
     assert (out[ghost] == shirt).all()  # where the forearm was: the shirt, filled from its nearest pixels
+    # a dark outline just outside the arm's capsule (4.8 px here) is not what the shirt is filled from
+    reach = np.min([_distance_to_segment(pts, kp[i, :2], kp[j, :2])
+                    for i, j in ((L.L_SHOULDER, L.L_ELBOW), (L.L_ELBOW, L.L_WRIST))], axis=0).reshape(H, W)
+    ref[(reach > ARM_RADIUS * 40 + 0.5) & (reach <= ARM_RADIUS * 40 + 1.5) & inside] = (10, 10, 10)
+    out = BodyRestorer(ref, kp).restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    assert (out[ghost] == shirt).all()
 
 
 def test_what_the_arms_covered_is_filled_along_the_rows():
