@@ -22,7 +22,16 @@ import numpy as np
 
 from .face_restore import FACE, HAIR_MARGIN, head_points, head_size
 from .pose import layout as L
-from .restoration import box_pixels, check_frames, check_reference, pixel_box, shoulder_width, visible
+from .restoration import (
+    box_pixels,
+    check_frames,
+    check_reference,
+    no_shoulders,
+    nothing_restored,
+    pixel_box,
+    shoulder_width,
+    visible,
+)
 
 GROW = 0.1      # the person masks are grown by this share of the reference's shoulder width (at least 1 px)
 FEATHER = 0.2   # the reference fades in over this share of the shoulder width outside them (at least 1 px)
@@ -128,8 +137,7 @@ class BackgroundRestorer:
     def summary(self) -> str:
         """One line for the user: what the restoration did."""
         if not self.usable:
-            return ("background restore: nothing to restore, the reference pose has no shoulders (score >= "
-                    f"{self.min_score:g}); the frames are the model's")
+            return nothing_restored("background restore", no_shoulders(self.min_score))
         return f"background restore: {self.frames_restored} frames"
 
     def restore(self, frames: np.ndarray, keypoints: np.ndarray) -> np.ndarray:

@@ -42,6 +42,8 @@ from .restoration import (
     box_pixels,
     check_frames,
     check_reference,
+    no_shoulders,
+    nothing_restored,
     pixel_box,
     sample_reference,
     shoulder_width,
@@ -193,8 +195,7 @@ class BodyRestorer:
     def summary(self) -> str:
         """One line for the user: what the restoration did."""
         if not self.usable:
-            return ("body restore: nothing to restore, the reference pose has no shoulders (score >= "
-                    f"{self.min_score:g}); the frames are the model's")
+            return nothing_restored("body restore", no_shoulders(self.min_score))
         return (f"body restore: {self.parts_restored} parts (head, torso, arm bones, hands) in {self.frames_restored} "
                 "frames")
 

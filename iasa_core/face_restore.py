@@ -27,7 +27,7 @@ import numpy as np
 
 from .pose import layout as L
 from .pose.render import mouth_opening
-from .restoration import check_frames, check_reference, sample_reference, visible
+from .restoration import check_frames, check_reference, nothing_restored, sample_reference, visible
 
 FACE = np.asarray(L.FACE)
 BROWS = np.asarray(range(L.FACE[0] + 17, L.FACE[0] + 27))  # the 68-point face's 17..26
@@ -184,8 +184,8 @@ class FaceRestorer:
     def summary(self) -> str:
         """One line for the user: what the restoration did."""
         if not self.usable:
-            return (f"face restore: nothing to restore, the reference pose has no whole face (all {len(FACE)} face "
-                    f"points at score >= {self.min_score:g}); the frames are the model's")
+            return nothing_restored("face restore", f"no whole face (all {len(FACE)} face points at score >= "
+                                                    f"{self.min_score:g})")
         done, left = self.frames_restored, self.frames_skipped
         return f"face restore: {done} of {done + left} frames" + (
             f" ({left} without a visible face left as generated)" if left else "")

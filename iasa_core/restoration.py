@@ -23,9 +23,8 @@ RESTORE_HELP = {
                           "it mottled; off = the model's frames untouched",
     "body_restore": "move the reference photo's head (hair and outline), torso, arms and hands onto every frame's "
                     "pose (the head and each hand by their points, the torso by shoulders and hips, each arm "
-                    "bone rigidly): auto = the model's own "
-                    "setting, on for the embedded models, which smear the body; off = the model's frames "
-                    "untouched",
+                    "bone rigidly): auto = the model's own setting, on for the embedded models, which smear the "
+                    "body; off = the model's frames untouched",
 }
 RESTORE_KEYS = tuple(RESTORE_HELP)  # the GenerateOptions fields, flags (--face-restore ...) and node inputs
 
@@ -46,6 +45,16 @@ def add_restore_flags(parser: argparse.ArgumentParser) -> None:
 def restore_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The restoration flags as ``GenerateOptions`` fields (None = the model's own setting)."""
     return {key: restore_setting(getattr(args, key), "--" + key.replace("_", "-")) for key in RESTORE_HELP}
+
+
+def nothing_restored(what: str, missing: str) -> str:
+    """A restorer's summary line when the reference lacks what it needs: ``missing`` names that part."""
+    return f"{what}: nothing to restore, the reference pose has {missing}; the frames are the model's"
+
+
+def no_shoulders(min_score: float) -> str:
+    """What the background and body restorers miss without both shoulders (``nothing_restored``)."""
+    return f"no shoulders (score >= {min_score:g})"
 
 
 def visible(kp: np.ndarray, min_score: float) -> np.ndarray:

@@ -35,7 +35,7 @@ class QualityRow:
     local: bool = True
     face_restore: bool = False        # the reference face warped onto the frames (a post-process)
     background_restore: bool = False  # the reference background put back outside the person (a post-process)
-    body_restore: bool = False        # the reference arms and hands moved onto the bones (a post-process)
+    body_restore: bool = False        # the reference head, torso, arms and hands moved (a post-process)
 
 
 COPY_ROW = QualityRow("copy the reference frame (floor)", "", "copy", sparse=False)
@@ -59,7 +59,7 @@ def default_rows(teacher: str = "embedded-teacher", dmd: str = "embedded-dmd", s
         QualityRow("+ region loss (ours)", student, "student", sparse=True),
         # The same frames with the reference face warped onto them (iasa_core/face_restore.py), then also with
         # the reference background put back (iasa_core/background_restore.py), then also with the reference
-        # arms and hands moved onto the bones (iasa_core/body_restore.py): what the demo shows.
+        # head, torso, arms and hands moved onto the pose (iasa_core/body_restore.py): what the demo shows.
         QualityRow("ours + face restore", student, "student", sparse=True, face_restore=True),
         QualityRow("ours + face and background restore", student, "student", sparse=True, face_restore=True,
                    background_restore=True),
