@@ -112,3 +112,26 @@ def test_segmented_decode_reprimes_each_segment_and_ignores_how_latents_arrive(v
     assert torch.equal(pieces, whole)
     with pytest.raises(ValueError, match="segment"):
         StreamDecoder(vae, segment=0)
+
+
+def test_fused_residual_blocks_serve_inference_and_leave_autograd_alone(vae, monkeypatch):
+    from iasa_core.model import vae_codec
+
+    calls = []
+    fused = vae_codec._norm_silu_conv
+
+    def counting(*args):
+        calls.append(1)
+        return fused(*args)
+
+    monkeypatch.setattr(vae_codec, "_norm_silu_conv", counting)
+    torch.manual_seed(4)
+    z = torch.randn(1, 16, 4, 4, 6)
+    with torch.no_grad():
+        ref = vae.decode(z).sample
+        ours = decode_latents(vae, z, 1)
+    assert len(calls) == 2 * sum(1 for m in vae.decoder.modules() if type(m).__name__ == "WanResidualBlock") * 4
+    assert (ours - ref).abs().max() < 1e-5
+    calls.clear()
+    decode_latents(vae, z.requires_grad_(), 1, clamp=False).sum().backward()  # in-place activations would break this
+    assert not calls and torch.isfinite(z.grad).all()

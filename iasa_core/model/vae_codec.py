@@ -81,17 +81,70 @@ def _causal_conv(self, x: torch.Tensor, cache_x: torch.Tensor | None = None) -> 
     return conv3d(x, self.weight, self.bias, self.stride, (0, height, width), self.dilation, self.groups)
 
 
+def _norm_silu_into(norm, x: torch.Tensor, out: torch.Tensor) -> None:
+    """silu(WanRMS_norm(x)) written into ``out``: one allocation-free pass per step instead of five copies."""
+    length = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)
+    torch.mul(x, torch.reciprocal_(length).mul_(norm.scale), out=out)
+    out.mul_(norm.gamma)
+    if isinstance(norm.bias, torch.Tensor):
+        out.add_(norm.bias)
+    torch.nn.functional.silu(out, inplace=True)
+
+
+def _norm_silu_conv(norm, conv, x: torch.Tensor, feat_cache: list, feat_idx: list) -> torch.Tensor:
+    """conv(silu(norm(x))) with the conv's causal cache, as diffusers' residual block computes it.
+
+    The activation is written straight into the conv's input buffer behind the cached frames (channels-last),
+    so the concatenation and layout copies of the plain path disappear; the cache is updated the same way."""
+    idx = feat_idx[0]
+    cache = feat_cache[idx]
+    b, c, t, h, w = x.shape
+    width, _, height, _, front, _ = conv._padding
+    kept = cache.shape[2] if cache is not None else 0
+    zeros = max(front - kept, 0)
+    kept = min(kept, front)
+    buf = torch.empty((b, c, zeros + kept + t, h, w), dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last_3d)
+    if zeros:
+        buf[:, :, :zeros].zero_()
+    if kept:
+        buf[:, :, zeros:zeros + kept].copy_(cache[:, :, cache.shape[2] - kept:])
+    _norm_silu_into(norm, x, buf[:, :, zeros + kept:])
+    # diffusers keeps the last two activations, reaching into the old cache when the chunk has one frame
+    tail = 2 if t >= 2 or cache is not None else 1
+    feat_cache[idx] = buf[:, :, -tail:].clone()
+    feat_idx[0] += 1
+    return conv3d(buf, conv.weight, conv.bias, conv.stride, (0, height, width), conv.dilation, conv.groups)
+
+
+def _residual_block(self, x: torch.Tensor, feat_cache: list | None = None, feat_idx: list = [0]) -> torch.Tensor:  # noqa: B006
+    """WanResidualBlock.forward for CPU float32 inference, fused (``_norm_silu_conv``); else the original."""
+    if feat_cache is None or torch.is_grad_enabled() or not use_onednn(x, self.conv1.weight) \
+            or not isinstance(self.dropout, torch.nn.Dropout) or self.dropout.p:
+        return type(self).forward(self, x, feat_cache, feat_idx)
+    shortcut = self.conv_shortcut(x)
+    x = _norm_silu_conv(self.norm1, self.conv1, x, feat_cache, feat_idx)
+    x = _norm_silu_conv(self.norm2, self.conv2, x, feat_cache, feat_idx)
+    return x.add_(shortcut)
+
+
 @contextlib.contextmanager
 def fast_cpu_layers(vae: AutoencoderKLWan) -> Iterator[None]:
     """Swap the VAE's RMS norms and convolutions for quicker CPU equivalents (same values to rounding).
 
     The originals are restored on exit."""
-    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm
+    from diffusers.models.autoencoders.autoencoder_kl_wan import (
+        WanCausalConv3d,
+        WanResidualBlock,
+        WanRMS_norm,
+    )
 
     patched = []
     if next(vae.parameters()).device.type == "cpu":
         for module in vae.modules():
-            if isinstance(module, WanRMS_norm):
+            if isinstance(module, WanResidualBlock):
+                module.forward = types.MethodType(_residual_block, module)
+            elif isinstance(module, WanRMS_norm):
                 module.forward = types.MethodType(_rms_norm_sum, module)
             elif isinstance(module, WanCausalConv3d) and tuple(module.kernel_size) == (1, 1, 1) \
                     and tuple(module.stride) == (1, 1, 1):
