@@ -12,6 +12,7 @@ from torch import nn
 
 from .pose_encoder import PoseVideoEncoder, RefPoseEncoder
 from .presets import PoseWanConfig
+from .text_attention import compact_text_attention
 
 
 @dataclass
@@ -63,6 +64,7 @@ class PoseWanTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = WanTransformer3DModel(**config.transformer)
+        compact_text_attention(self.transformer)
         self.pose_encoder = PoseVideoEncoder(config.dim, config.pose_hidden)
         self.ref_pose_encoder = RefPoseEncoder(config.condition_channels, config.pose_hidden)
         self._pose_tokens: torch.Tensor | None = None
