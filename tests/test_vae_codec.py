@@ -114,7 +114,7 @@ def test_segmented_decode_reprimes_each_segment_and_ignores_how_latents_arrive(v
         StreamDecoder(vae, segment=0)
 
 
-def test_fused_residual_blocks_serve_inference_and_leave_autograd_alone(vae, monkeypatch):
+def test_fused_blocks_and_upsamplers_serve_inference_and_leave_autograd_alone(vae, monkeypatch):
     from iasa_core.model import vae_codec
 
     calls = []
@@ -125,6 +125,15 @@ def test_fused_residual_blocks_serve_inference_and_leave_autograd_alone(vae, mon
         return fused(*args)
 
     monkeypatch.setattr(vae_codec, "_norm_silu_conv", counting)
+    upsampled = []
+    channels_last = vae_codec._upsample
+
+    def upsampling(self, x, *args, **kwargs):
+        out = channels_last(self, x, *args, **kwargs)
+        upsampled.append(out.is_contiguous(memory_format=torch.channels_last_3d))
+        return out
+
+    monkeypatch.setattr(vae_codec, "_upsample", upsampling)
     torch.manual_seed(4)
     z = torch.randn(1, 16, 4, 4, 6)
     with torch.no_grad():
@@ -132,6 +141,9 @@ def test_fused_residual_blocks_serve_inference_and_leave_autograd_alone(vae, mon
         ours = decode_latents(vae, z, 1)
     assert len(calls) == 2 * sum(1 for m in vae.decoder.modules() if type(m).__name__ == "WanResidualBlock") * 4
     assert (ours - ref).abs().max() < 1e-5
+    ups = sum(1 for m in vae.decoder.modules() if getattr(m, "mode", "").startswith("upsample"))
+    # 4 chunks of one latent frame; after the first (a lone frame, whose layout is moot) no layout copy is left
+    assert len(upsampled) == 4 * ups and all(upsampled[ups:])
     calls.clear()
     decode_latents(vae, z.requires_grad_(), 1, clamp=False).sum().backward()  # in-place activations would break this
     assert not calls and torch.isfinite(z.grad).all()

@@ -128,6 +128,39 @@ def _residual_block(self, x: torch.Tensor, feat_cache: list | None = None, feat_
     return x.add_(shortcut)
 
 
+def _upsample(self, x: torch.Tensor, feat_cache: list | None = None, feat_idx: list = [0]) -> torch.Tensor:  # noqa: B006
+    """WanResample.forward for the decoder's up-samplers, keeping the channels-last layout throughout.
+
+    diffusers interleaves the time convolution's two frame sets with ``torch.stack``, which returns a
+    channels-first tensor; every later per-frame reshape and the next block's norm then copy or stride across it.
+    Here the interleave writes a channels-last tensor, so the 2-D up-sampling runs on views. Same values."""
+    if self.mode not in ("upsample2d", "upsample3d") or torch.is_grad_enabled() \
+            or not use_onednn(x, self.resample[1].weight):
+        return type(self).forward(self, x, feat_cache, feat_idx)
+    b, c, t, h, w = x.shape
+    if self.mode == "upsample3d" and feat_cache is not None:
+        idx = feat_idx[0]
+        cached = feat_cache[idx]
+        if cached is None:  # the first chunk is not doubled in time (diffusers marks it "Rep")
+            feat_cache[idx] = "Rep"
+        else:
+            rep = isinstance(cached, str)
+            keep = x[:, :, -2:].clone()
+            if keep.shape[2] < 2:
+                keep = torch.cat([torch.zeros_like(keep) if rep else cached[:, :, -1:], keep], dim=2)
+            pairs = (self.time_conv(x) if rep else self.time_conv(x, cached)).unflatten(1, (2, c))
+            feat_cache[idx] = keep
+            x = torch.empty((b, c, 2 * t, h, w), dtype=pairs.dtype, device=pairs.device,
+                            memory_format=torch.channels_last_3d)
+            x[:, :, 0::2] = pairs[:, 0]
+            x[:, :, 1::2] = pairs[:, 1]
+            t *= 2
+        feat_idx[0] += 1
+    frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # a view of a channels-last x
+    out = self.resample(frames)
+    return out.view(b, t, *out.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
 @contextlib.contextmanager
 def fast_cpu_layers(vae: AutoencoderKLWan) -> Iterator[None]:
     """Swap the VAE's RMS norms and convolutions for quicker CPU equivalents (same values to rounding).
@@ -135,6 +168,7 @@ def fast_cpu_layers(vae: AutoencoderKLWan) -> Iterator[None]:
     The originals are restored on exit."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import (
         WanCausalConv3d,
+        WanResample,
         WanResidualBlock,
         WanRMS_norm,
     )
@@ -144,6 +178,8 @@ def fast_cpu_layers(vae: AutoencoderKLWan) -> Iterator[None]:
         for module in vae.modules():
             if isinstance(module, WanResidualBlock):
                 module.forward = types.MethodType(_residual_block, module)
+            elif isinstance(module, WanResample) and module.mode.startswith("upsample"):
+                module.forward = types.MethodType(_upsample, module)
             elif isinstance(module, WanRMS_norm):
                 module.forward = types.MethodType(_rms_norm_sum, module)
             elif isinstance(module, WanCausalConv3d) and tuple(module.kernel_size) == (1, 1, 1) \
