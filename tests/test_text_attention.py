@@ -61,3 +61,18 @@ def test_autograd_and_unpadded_text_take_diffusers_path():
     x.requires_grad_()
     system.denoiser(x, torch.tensor([500.0]), system.condition(image, 5), None).sum().backward()
     assert len(calls) == 2 and torch.isfinite(x.grad).all()
+
+
+def test_bf16_folds_the_padding_in_float32():
+    from iasa_core.model.text_attention import _weighted_attention
+
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    full_k = torch.cat([k[:, :, :3], k[:, :, 3:4].expand(-1, -1, 400, -1)], dim=2)
+    full_v = torch.cat([v[:, :, :3], v[:, :, 3:4].expand(-1, -1, 400, -1)], dim=2)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double(), full_k.double(), full_v.double())
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        out = _weighted_attention(q.to(dtype), k[:, :, :4].to(dtype), v[:, :, :4].to(dtype),
+                                  float(np.log(400)))
+        assert out.dtype == dtype
+        assert (out.double() - ref).abs().max() < tol

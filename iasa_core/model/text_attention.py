@@ -3,8 +3,9 @@
 Wan pads its text context to 512 tokens with zeros, and diffusers attends to every one of them. Padding rows are
 identical, so their keys and values are identical too: n equal keys weigh in a softmax exactly like one key whose
 logit is raised by log(n). The embedded model's prompt has 16 tokens, so its cross-attention reads 17 keys instead
-of 512 (about a sixth of a CPU denoiser call went there). Inference only: with autograd on, diffusers' own
-processor runs, so training computes what it always did.
+of 512 (about a sixth of a CPU denoiser call went there). CPU inference only: with autograd on, or on a GPU
+(whose fused kernels make the padding cheap), diffusers' own processor runs, so training computes what it
+always did.
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ def padding_run(text: torch.Tensor) -> int:
     return int(same.shape[0] - (int(differs[-1]) + 1 if len(differs) else 0))
 
 
+def _weighted_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, last: float) -> torch.Tensor:
+    """Attention (B, heads, S, D) whose last key's logit is raised by ``last``.
+
+    The raise is log(512 - tokens), about 6: a bfloat16 mask would round it by up to 0.016, a 1.6 % error on
+    what is often most of the softmax's weight, so other dtypes run in float32 (a handful of keys: cheap)."""
+    bias = torch.zeros(key.shape[2], dtype=torch.float32, device=query.device)
+    bias[-1] = last
+    if query.dtype == torch.float32:
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias.view(1, 1, 1, -1))
+    logits = query.float() @ key.float().transpose(-1, -2) * query.shape[-1] ** -0.5 + bias
+    return (logits.softmax(-1) @ value.float()).to(query.dtype)
+
+
 class CompactTextAttnProcessor:
     """A WanAttention cross-attention processor that attends to the text's padding as one weighted key."""
 
@@ -37,7 +51,7 @@ class CompactTextAttnProcessor:
                  rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         context = encoder_hidden_states
         if (torch.is_grad_enabled() or context is None or attention_mask is not None or rotary_emb is not None
-                or context.shape[1] < TEXT_TOKENS):
+                or context.shape[1] < TEXT_TOKENS or hidden_states.device.type != "cpu"):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         image_tokens = context.shape[1] - TEXT_TOKENS if attn.add_k_proj is not None else 0
         text = context[:, image_tokens:]
@@ -53,9 +67,7 @@ class CompactTextAttnProcessor:
         query, key = attn.norm_q(query), attn.norm_k(key)
         heads = attn.heads
         query, key, value = (t.unflatten(2, (heads, -1)).transpose(1, 2) for t in (query, key, value))
-        bias = torch.zeros(text.shape[1], dtype=query.dtype, device=query.device)
-        bias[-1] = math.log(run)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.view(1, 1, 1, -1))
+        out = _weighted_attention(query, key, value, math.log(run))
         out = out.transpose(1, 2).flatten(2, 3).type_as(query)
         if image_tokens:
             image = context[:, :image_tokens]
