@@ -221,3 +221,25 @@ def test_cli_errors(tmp_path):
             _run(["render-poses", str(poses), "--out", str(tmp_path / "a.mp4"), "--size", bad])
     with pytest.raises(ValueError, match="--out"):
         _run(["render-poses", str(poses), "--out", str(tmp_path / "a.gif")])
+
+
+def test_hand_edges_drawn_together_equal_one_by_one():
+    """``_capsules`` (all of a hand's edges in one pass) paints exactly what ``_capsule`` in order paints."""
+    from iasa_core.pose import render as R
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(8, 160, 2))
+        one, together = np.zeros((h, w, 3), np.uint8), np.zeros((h, w, 3), np.uint8)
+        n = int(rng.integers(0, 22))
+        centre = rng.uniform(-20, max(h, w) + 20, 2)
+        starts = centre + rng.normal(0, rng.uniform(0.1, 30), (n, 2))
+        ends = starts + rng.normal(0, rng.uniform(0, 15), (n, 2))
+        if n:
+            ends[0] = starts[0]  # a zero-length edge is a disc
+        half = float(rng.uniform(0.3, 4))
+        colors = rng.integers(0, 256, (n, 3)).astype(np.uint8)
+        for k in range(n):
+            R._capsule(one, starts[k], ends[k], half, tuple(int(v) for v in colors[k]))
+        R._capsules(together, starts, ends, half, colors)
+        assert np.array_equal(one, together)
