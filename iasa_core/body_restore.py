@@ -10,7 +10,9 @@ wrists and hand points are, and the reference photo shows what the body looks li
 - for each visible bone (shoulder-elbow, elbow-wrist), the reference's pixels around that bone moved rigidly
   along it: stretched along the bone with its length (an arm pointing at the camera looks shorter), across
   it with the body's scale (it does not get thinner);
-- each hand, the reference hand moved by the least-squares similarity of its visible points;
+- each hand, the reference hand moved by the least-squares similarity of its visible points; what its
+  footprint holds of the reference's arms and other hand (hands resting on a forearm, clasped hands) stays
+  behind, except within ``HAND_KEEP`` of the hand's own points;
 - first of all, the head: the reference's face with its hair and ears, out to ``face_restore.HAIR_MARGIN``
   beyond the head's points, moved by the least-squares similarity of those points (the face restorer then
   warps the face itself over it, so what this adds is the hair and the outline the face mesh does not reach).
@@ -54,6 +56,9 @@ from .restoration import (
 # about 9-10 cm across on 38-41 cm shoulders): a little more than a forearm, so its outline comes along
 ARM_RADIUS = 0.12
 HAND_MARGIN = 0.25  # the hand's outline beyond its points' hull, as a share of its size (wrist to middle knuckle)
+# A hand's footprint in the reference holds no pixel of the reference's arms or other hand farther than this
+# (pixels) from its own points' hull: a hand resting on a forearm must not carry that forearm's edge along
+HAND_KEEP = 1.0
 MIN_HAND_POINTS = 5  # points seen in both the reference and the frame needed to place a hand
 TORSO_DOWN = 1.5    # without both hips the torso runs this many shoulder widths down (as pose.regions' body)
 MATTE_RANGE = 32.0  # grey levels from the clean plate at which a reference pixel counts wholly as the person
@@ -147,6 +152,7 @@ class BodyRestorer:
     _plate: np.ndarray | None = field(init=False, default=None, repr=False)  # the background without the person
     _limb_source: np.ndarray = field(init=False, repr=False)   # (H, W, 4): the reference and its matte
     _torso_source: np.ndarray = field(init=False, repr=False)  # the same without its arms and hands on the torso
+    _hand_sources: tuple = field(init=False, repr=False)  # per hand: the limb source without the other limbs
     _shoulders: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
@@ -159,6 +165,7 @@ class BodyRestorer:
         if self.usable:
             self._limb_source = self._with_matte(self._ref_f32)
             self._torso_source = self._with_matte(self._clear_torso(self._limb_source[..., 3] > 0))
+            self._hand_sources = self._own_hands()
 
     def _with_matte(self, image: np.ndarray) -> np.ndarray:
         """The image (H, W, 3) and a fourth channel: how surely each pixel is the person, not the background."""
@@ -172,7 +179,7 @@ class BodyRestorer:
         hw = self.reference.shape[:2]
         kp, ok = self._ref_kp, visible(self._ref_kp, self.min_score)
         limbs, edged = np.zeros(hw, dtype=bool), np.zeros(hw, dtype=bool)
-        for (x0, y0, x1, y1), _, distance, reach in self._limb_layers(kp, kp, ok, 1.0, 1.0 + FILL_RING, hw):
+        for _, (x0, y0, x1, y1), _, distance, reach in self._limb_layers(kp, kp, ok, 1.0, 1.0 + FILL_RING, hw):
             limbs[y0:y1, x0:x1] |= (distance < reach + 0.5).reshape(y1 - y0, x1 - x0)
             edged[y0:y1, x0:x1] |= (distance < reach + 0.5 + FILL_RING).reshape(y1 - y0, x1 - x0)
         torso = np.zeros(hw, dtype=bool)
@@ -186,6 +193,30 @@ class BodyRestorer:
         out[limbs & ~torso] = self._plate[limbs & ~torso]
         source, fill = torso & ~edged & person, limbs & torso  # from clothes, not from background in the outline
         return fill_along_rows(out, source, fill)
+
+    def _own_hands(self) -> tuple[np.ndarray, ...]:
+        """Per hand, the limb source whose matte leaves out the reference's arm bones and other hand beyond
+        ``HAND_KEEP`` pixels of this hand's hull: what the hand's footprint holds of them stays behind."""
+        hw = self.reference.shape[:2]
+        kp, ok = self._ref_kp, visible(self._ref_kp, self.min_score)
+        parts = list(self._limb_layers(kp, kp, ok, 1.0, 1.0, hw))
+        sources = []
+        for k in range(len(HANDS)):
+            own = [layer for layer in parts if layer[0] == k]
+            if not own:
+                sources.append(self._limb_source)
+                continue
+            others = np.zeros(hw, dtype=bool)
+            for hand, (x0, y0, x1, y1), _, distance, reach in parts:
+                if hand != k:  # a bone's capsule, the other hand's footprint
+                    others[y0:y1, x0:x1] |= (distance < reach + 0.5).reshape(y1 - y0, x1 - x0)
+            (x0, y0, x1, y1), _, distance, _ = own[0][1:]
+            keep = np.zeros(hw, dtype=bool)
+            keep[y0:y1, x0:x1] = (distance <= HAND_KEEP).reshape(y1 - y0, x1 - x0)
+            source = self._limb_source.copy()
+            source[others & ~keep, 3] = 0.0
+            sources.append(source)
+        return tuple(sources)
 
     @property
     def usable(self) -> bool:
@@ -250,7 +281,8 @@ class BodyRestorer:
             torso = self._torso(kp, ok, scale, pad, hw)
             if torso is not None:
                 layers.append((self._torso_source, *torso))
-        layers += [(self._limb_source, *layer) for layer in self._limb_layers(kp, ref, ok, scale, pad, hw)]
+        layers += [(self._limb_source if hand < 0 else self._hand_sources[hand], *layer)
+                   for hand, *layer in self._limb_layers(kp, ref, ok, scale, pad, hw)]
         return layers
 
     def _scale(self, kp: np.ndarray) -> float:
@@ -281,16 +313,16 @@ class BodyRestorer:
         return convex_hull(corners if below is None else np.concatenate([corners, below[2:]]))
 
     def _limb_layers(self, kp: np.ndarray, ref: np.ndarray, ok: np.ndarray, scale: float, pad: float,
-                     hw: tuple[int, int]) -> Iterator[tuple[Box, np.ndarray, np.ndarray, float]]:
-        """The arm bones' and hands' parts of one frame: (box, reference coordinates (N, 2), distance (N,),
-        reach)."""
+                     hw: tuple[int, int]) -> Iterator[tuple[int, Box, np.ndarray, np.ndarray, float]]:
+        """The arm bones' and hands' parts of one frame: (which hand, -1 for a bone; box, reference coordinates
+        (N, 2), distance (N,), reach)."""
         radius = ARM_RADIUS * self._shoulders * scale
         for i, j in BONES:
             if ok[i] and ok[j]:
                 layer = self._bone(kp[i, :2], kp[j, :2], ref[i, :2], ref[j, :2], radius, scale, pad, hw)
                 if layer is not None:
-                    yield layer
-        for idx in HANDS:
+                    yield (-1, *layer)
+        for hand, idx in enumerate(HANDS):
             both = idx[ok[idx]]
             if len(both) >= MIN_HAND_POINTS:
                 wrist, knuckle = idx[0], idx[9]  # the hand's size: wrist to middle knuckle, else its points' extent
@@ -299,7 +331,7 @@ class BodyRestorer:
                         0.5 * float(np.hypot(*(pts.max(0) - pts.min(0)))))
                 layer = self._hand(pts, ref[both, :2], size, pad, hw)
                 if layer is not None:
-                    yield layer
+                    yield (hand, *layer)
 
     def _bone(self, a: np.ndarray, b: np.ndarray, a0: np.ndarray, b0: np.ndarray, radius: float, scale: float,
               pad: float, hw: tuple[int, int]):

@@ -229,6 +229,47 @@ def test_an_arm_that_moves_away_leaves_the_shirt_not_its_ghost():
     assert (out[ghost] == shirt).all()
 
 
+def test_a_hand_leaves_the_forearm_it_rests_on_behind(monkeypatch):
+    import iasa_core.body_restore as body_restore
+    from iasa_core.body_restore import HAND_KEEP, HAND_MARGIN
+
+    kp = _body()
+    hand = list(L.LEFT_HAND)
+    kp[hand, :2] = _hand(np.zeros(2), np.array([0.0, 1.0])) * 4.0 + (64, 60)  # a big hand, fingers down
+    size = float(np.hypot(*(kp[hand[9], :2] - kp[hand[0], :2])))
+    hull = convex_hull(kp[hand, :2])
+    left = hull[:, 0].min()
+    # the right forearm runs down beside the hand, its capsule reaching into the hand's footprint margin
+    kp[L.R_ELBOW, :2], kp[L.R_WRIST, :2] = (left - ARM_RADIUS * 40 + 1.0, 50), (left - ARM_RADIUS * 40 + 1.0, 110)
+    skin, sleeve = (220, 170, 130), (30, 30, 200)
+    pts = _pixels()
+    ref = np.zeros((H, W, 3), dtype=np.uint8)
+    forearm = (_distance_to_segment(pts, kp[L.R_ELBOW, :2], kp[L.R_WRIST, :2]) <= ARM_RADIUS * 40).reshape(H, W)
+    ref[forearm] = sleeve
+    on_hand = polygon_cover(pts, hull, 0.5).reshape(H, W)
+    ref[on_hand] = skin
+    restorer = BodyRestorer(ref, kp)
+    near = polygon_cover(pts, hull, HAND_MARGIN * size).reshape(H, W)
+    kept = polygon_cover(pts, hull, HAND_KEEP).reshape(H, W)
+    carried = forearm & near & ~kept
+    assert carried.sum() >= 10  # the footprint reaches over the forearm here
+    matte = restorer._hand_sources[0][..., 3]
+    assert (matte[carried] == 0).all() and (matte[on_hand] == 1).all()
+    moved = _hide(kp, RIGHT_ARM[1:], LEFT_ARM[1:], L.RIGHT_HAND)  # the hand alone, away from the forearm
+    moved[hand, 0] += 20
+    footprint = polygon_cover(pts, convex_hull(moved[hand, :2]), HAND_MARGIN * size + 1).reshape(H, W)
+
+    def sleeve_pixels(restorer: BodyRestorer) -> int:
+        out = restorer.restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+        assert (np.abs(out.astype(int) - skin).max(-1) <= 1).sum() >= 0.9 * on_hand.sum()
+        return int((np.abs(out[footprint].astype(int) - sleeve).max(-1) < 100).sum())
+
+    kept = sleeve_pixels(restorer)  # only the anti-aliased edge within HAND_KEEP of the hull comes along
+    monkeypatch.setattr(body_restore, "HAND_KEEP", 1e9)
+    carried_along = sleeve_pixels(BodyRestorer(ref, kp))
+    assert carried_along >= 12 and kept * 3 <= carried_along  # 15 against 4
+
+
 def test_what_the_arms_covered_is_filled_along_the_rows():
     from iasa_core.body_restore import fill_along_rows
 
