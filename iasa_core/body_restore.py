@@ -78,13 +78,17 @@ def _perp(v: np.ndarray) -> np.ndarray:
 
 
 def _hull_distance(pts: np.ndarray, hull: np.ndarray) -> np.ndarray:
-    """Distance from each point (N, 2) to a counter-clockwise convex polygon (0 inside)."""
+    """Distance from each point (N, 2) to a counter-clockwise convex polygon (0 inside), in float32.
+
+    float32 around the polygon's first corner: pixel boxes are at most a few hundred pixels across, so that is
+    exact to 1e-4 px, and the (N, edges) arrays take half the memory traffic (the body restorer's hottest loop)."""
     if len(hull) == 1:
-        return np.linalg.norm(pts - hull[0], axis=1)
+        return np.linalg.norm(pts - hull[0], axis=1).astype(np.float32)
+    pts, hull = (pts - hull[0]).astype(np.float32), (hull - hull[0]).astype(np.float32)
     a, b = hull, np.roll(hull, -1, axis=0)
     ex, ey = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]                      # (E,): x and y written out, faster
     rx, ry = pts[:, None, 0] - a[None, :, 0], pts[:, None, 1] - a[None, :, 1]  # (N, E)
-    t = np.clip((rx * ex + ry * ey) / np.maximum(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
+    t = np.clip((rx * ex + ry * ey) / np.maximum(ex * ex + ey * ey, np.float32(1e-12)), 0.0, 1.0)
     ox, oy = rx - t * ex, ry - t * ey
     d = np.sqrt((ox * ox + oy * oy).min(1))
     if len(hull) >= 3:
