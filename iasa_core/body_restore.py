@@ -9,7 +9,9 @@ wrists and hand points are, and the reference photo shows what the body looks li
   an arm that moves away leaves the shirt (and its hem), not its ghost;
 - for each visible bone (shoulder-elbow, elbow-wrist), the reference's pixels around that bone moved rigidly
   along it: stretched along the bone with its length (an arm pointing at the camera looks shorter), across
-  it with the body's scale (it does not get thinner);
+  it with the body's scale (it does not get thinner). Where the other hand rests on the bone in the reference
+  (crossed arms), that hand's pixels are repainted with the arm's own colours along the bone, so the hand
+  does not stay behind on the arm when it moves;
 - each hand, the reference hand moved by the least-squares similarity of its visible points; what its
   footprint holds of the reference's arms and other hand (hands resting on a forearm, clasped hands) stays
   behind, except within ``HAND_KEEP`` of the hand's own points;
@@ -59,6 +61,10 @@ HAND_MARGIN = 0.25  # the hand's outline beyond its points' hull, as a share of 
 # A hand's footprint in the reference holds no pixel of the reference's arms or other hand farther than this
 # (pixels) from its own points' hull: a hand resting on a forearm must not carry that forearm's edge along
 HAND_KEEP = 1.0
+# An arm bone's pixels this far (a share of the hand's extent) around a hand that is not its own (a hand resting
+# on the other arm) are the arm's own colours filled along the bone, not that hand: the hand moves on without it
+HAND_CLEAR = 0.5
+FILL_GAP = 2.5  # and never filled from within this many pixels more of that hand (its outline, its shadow)
 MIN_HAND_POINTS = 5  # points seen in both the reference and the frame needed to place a hand
 TORSO_DOWN = 1.5    # without both hips the torso runs this many shoulder widths down (as pose.regions' body)
 MATTE_RANGE = 32.0  # grey levels from the clean plate at which a reference pixel counts wholly as the person
@@ -71,6 +77,7 @@ FILL_RING = 1.0
 # forearm, then upper arm (over the forearm at the elbow), per side; the hands go over both arms
 BONES = ((L.L_ELBOW, L.L_WRIST), (L.L_SHOULDER, L.L_ELBOW), (L.R_ELBOW, L.R_WRIST), (L.R_SHOULDER, L.R_ELBOW))
 HANDS = (np.asarray(L.LEFT_HAND), np.asarray(L.RIGHT_HAND))
+WRIST_HAND = {L.L_WRIST: 0, L.R_WRIST: 1}  # the hand at the end of a forearm
 
 
 def _perp(v: np.ndarray) -> np.ndarray:
@@ -157,6 +164,7 @@ class BodyRestorer:
     _limb_source: np.ndarray = field(init=False, repr=False)   # (H, W, 4): the reference and its matte
     _torso_source: np.ndarray = field(init=False, repr=False)  # the same without its arms and hands on the torso
     _hand_sources: tuple = field(init=False, repr=False)  # per hand: the limb source without the other limbs
+    _bone_sources: dict = field(init=False, repr=False)  # per bone: the limb source with other hands filled over
     _shoulders: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
@@ -170,6 +178,7 @@ class BodyRestorer:
             self._limb_source = self._with_matte(self._ref_f32)
             self._torso_source = self._with_matte(self._clear_torso(self._limb_source[..., 3] > 0))
             self._hand_sources = self._own_hands()
+            self._bone_sources = self._bare_bones()
 
     def _with_matte(self, image: np.ndarray) -> np.ndarray:
         """The image (H, W, 3) and a fourth channel: how surely each pixel is the person, not the background."""
@@ -221,6 +230,73 @@ class BodyRestorer:
             source[others & ~keep, 3] = 0.0
             sources.append(source)
         return tuple(sources)
+
+    def _bare_bones(self) -> dict[int, np.ndarray]:
+        """Per arm bone carrying a hand not its own in the reference (crossed arms, a hand on the other arm): the
+        limb source with that hand's pixels on the bone filled along the bone from the arm beside them
+        (``fill_along_rows`` on the bone straightened), so that hand does not stay on the arm when it moves."""
+        hw = self.reference.shape[:2]
+        kp, ok = self._ref_kp, visible(self._ref_kp, self.min_score)
+        hands = {}
+        for hand, idx in enumerate(HANDS):
+            seen = idx[ok[idx]]
+            if len(seen) >= MIN_HAND_POINTS:
+                pts = kp[seen, :2]
+                hands[hand] = (convex_hull(pts), HAND_CLEAR * float(np.hypot(*(pts.max(0) - pts.min(0)))),
+                               np.median(sample_reference(self._ref_f32, pts), axis=0))
+        radius = ARM_RADIUS * self._shoulders
+        sources = {}
+        for bone, (i, j) in enumerate(BONES):
+            if not (ok[i] and ok[j]):
+                continue
+            a, b = kp[i, :2], kp[j, :2]
+            length = float(np.hypot(*(b - a)))
+            box = pixel_box(np.minimum(a, b), np.maximum(a, b), radius + 1.0, hw)
+            if length < 1e-6 or box is None:
+                continue
+            pts = box_pixels(box)
+            on_bone = segment_distance(pts, a[None], b[None])[:, 0] <= radius + 1.0
+            colour = self._ref_f32[pts[:, 1].astype(int), pts[:, 0].astype(int)]
+            near = np.zeros(len(pts), dtype=bool)
+            skin = np.full(len(pts), np.inf)
+            for hand, (hull, grow, tone) in hands.items():
+                if hand != WRIST_HAND.get(j):
+                    close = _hull_distance(pts, hull) <= grow
+                    near |= close
+                    skin = np.where(close, np.minimum(skin, np.abs(colour - tone).sum(-1)), skin)
+            core = on_bone & ~near & (self._limb_source[pts[:, 1].astype(int), pts[:, 0].astype(int), 3] > 0.5)
+            if not (near & on_bone).any() or not core.any():
+                continue
+            # the hand's pixels: nearer its colour than the arm's (a bare forearm under a hand looks alike and
+            # is repainted with itself; the shirt beside the arm is left alone)
+            arm = np.median(colour[core], axis=0)
+            covered = near & on_bone & (skin < np.abs(colour - arm).sum(-1))
+            if not covered.any():
+                continue
+            # the bone straightened: columns along it, rows across it, one pixel apart
+            e = (b - a) / length
+            n = _perp(e)
+            us = np.arange(-radius - 1.0, length + radius + 1.0 + 1e-9)
+            vs = np.arange(-radius - 1.0, radius + 1.0 + 1e-9)
+            grid = a + us[None, :, None] * e + vs[:, None, None] * n  # (V, U, 2)
+            flat = grid.reshape(-1, 2)
+            straight = sample_reference(self._limb_source, flat).reshape(len(vs), len(us), 4)
+            gone = np.zeros(len(flat), dtype=bool)
+            for hand, (hull, grow, _) in hands.items():
+                if hand != WRIST_HAND.get(j):
+                    gone |= _hull_distance(flat, hull) <= grow + FILL_GAP
+            gone = gone.reshape(len(vs), len(us))
+            # from the arm between its joints, not from around it or past its ends (a wrist's hand, the shirt)
+            between = ((us >= 0.0) & (us <= length))[None, :]
+            filled = fill_along_rows(straight, ~gone & between & (straight[..., 3] > 0.5), gone)
+            rel = pts[covered] - a
+            at = np.stack([rel @ e - us[0], rel @ n - vs[0]], -1)  # where those pixels sit in the straight bone
+            source = self._limb_source.copy()
+            x0, y0, x1, y1 = box
+            rows, cols = (pts[covered, 1]).astype(int), (pts[covered, 0]).astype(int)
+            source[rows, cols, :3] = sample_reference(filled, at)[:, :3]  # colours only: the outline stays
+            sources[bone] = source
+        return sources
 
     @property
     def usable(self) -> bool:
@@ -285,7 +361,8 @@ class BodyRestorer:
             torso = self._torso(kp, ok, scale, pad, hw)
             if torso is not None:
                 layers.append((self._torso_source, *torso))
-        layers += [(self._limb_source if hand < 0 else self._hand_sources[hand], *layer)
+        layers += [(self._bone_sources.get(-1 - hand, self._limb_source) if hand < 0 else self._hand_sources[hand],
+                    *layer)
                    for hand, *layer in self._limb_layers(kp, ref, ok, scale, pad, hw)]
         return layers
 
@@ -318,14 +395,14 @@ class BodyRestorer:
 
     def _limb_layers(self, kp: np.ndarray, ref: np.ndarray, ok: np.ndarray, scale: float, pad: float,
                      hw: tuple[int, int]) -> Iterator[tuple[int, Box, np.ndarray, np.ndarray, float]]:
-        """The arm bones' and hands' parts of one frame: (which hand, -1 for a bone; box, reference coordinates
-        (N, 2), distance (N,), reach)."""
+        """The arm bones' and hands' parts of one frame: (which hand, or -1 - the bone's index in ``BONES``;
+        box, reference coordinates (N, 2), distance (N,), reach)."""
         radius = ARM_RADIUS * self._shoulders * scale
-        for i, j in BONES:
+        for bone, (i, j) in enumerate(BONES):
             if ok[i] and ok[j]:
                 layer = self._bone(kp[i, :2], kp[j, :2], ref[i, :2], ref[j, :2], radius, scale, pad, hw)
                 if layer is not None:
-                    yield (-1, *layer)
+                    yield (-1 - bone, *layer)
         for hand, idx in enumerate(HANDS):
             both = idx[ok[idx]]
             if len(both) >= MIN_HAND_POINTS:

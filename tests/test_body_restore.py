@@ -270,6 +270,41 @@ def test_a_hand_leaves_the_forearm_it_rests_on_behind(monkeypatch):
     assert carried_along >= 12 and kept * 3 <= carried_along  # 15 against 4
 
 
+def test_an_arm_a_hand_rests_on_keeps_its_sleeve_when_the_hand_leaves():
+    from iasa_core.body_restore import BONES, HAND_CLEAR
+
+    kp = _hide(_body(), L.RIGHT_HAND)
+    upper = (L.R_SHOULDER, L.R_ELBOW)
+    kp[L.R_ELBOW, :2], kp[L.R_WRIST, :2] = (20, 95), (12, 120)  # a long upper arm
+    middle = (kp[upper[0], :2] + kp[upper[1], :2]) / 2
+    hand = list(L.LEFT_HAND)
+    kp[hand, :2] = _hand(np.zeros(2), np.array([1.0, 0.3])) + middle - (3, 1)  # crossed arms: on the other arm
+    skin, sleeve = (220, 170, 130), (30, 60, 200)
+    pts = _pixels()
+    ref = np.zeros((H, W, 3), dtype=np.uint8)
+    arm = (_distance_to_segment(pts, kp[upper[0], :2], kp[upper[1], :2]) <= ARM_RADIUS * 40 - 1).reshape(H, W)
+    ref[arm] = sleeve
+    on_hand = polygon_cover(pts, convex_hull(kp[hand, :2]), 0.5).reshape(H, W)
+    ref[on_hand] = skin
+    restorer = BodyRestorer(ref, kp)
+    source = restorer._bone_sources[BONES.index(upper)]
+    hidden = on_hand & arm
+    inner = hidden & (_distance_to_segment(pts, kp[upper[0], :2], kp[upper[1], :2]) <= ARM_RADIUS * 40 - 2.5
+                      ).reshape(H, W)  # away from the arm's anti-aliased edge
+    assert inner.sum() >= 20
+    assert np.abs(source[inner, :3] - sleeve).max() <= 2  # the hand's pixels on the arm: the sleeve again
+    assert np.array_equal(source[..., 3], restorer._limb_source[..., 3])  # the outline is the reference's
+    changed = (source != restorer._limb_source).any(-1)
+    extent = float(np.hypot(*(kp[hand, :2].max(0) - kp[hand, :2].min(0))))
+    assert not (changed & ~polygon_cover(pts, convex_hull(kp[hand, :2]), HAND_CLEAR * extent).reshape(H, W)).any()
+    moved = kp.copy()
+    moved[hand, 0] += 25  # the hand leaves the arm, the arm stays
+    out = restorer.restore(np.zeros((1, H, W, 3), dtype=np.uint8), moved[None])[0]
+    still = inner & ~polygon_cover(pts, convex_hull(moved[hand, :2]), 4.0).reshape(H, W)
+    assert still.sum() >= 20
+    assert (np.abs(out[still].astype(int) - sleeve).max(-1) <= 2).mean() >= 0.95
+
+
 def test_what_the_arms_covered_is_filled_along_the_rows():
     from iasa_core.body_restore import fill_along_rows
 
