@@ -255,8 +255,9 @@ class BodyRestorer:
             if length < 1e-6 or box is None:
                 continue
             pts = box_pixels(box)
+            rows, cols = pts[:, 1].astype(int), pts[:, 0].astype(int)
             on_bone = segment_distance(pts, a[None], b[None])[:, 0] <= radius + 1.0
-            colour = self._ref_f32[pts[:, 1].astype(int), pts[:, 0].astype(int)]
+            colour = self._ref_f32[rows, cols]
             near = np.zeros(len(pts), dtype=bool)
             skin = np.full(len(pts), np.inf)
             for hand, (hull, grow, tone) in hands.items():
@@ -264,7 +265,7 @@ class BodyRestorer:
                     close = _hull_distance(pts, hull) <= grow
                     near |= close
                     skin = np.where(close, np.minimum(skin, np.abs(colour - tone).sum(-1)), skin)
-            core = on_bone & ~near & (self._limb_source[pts[:, 1].astype(int), pts[:, 0].astype(int), 3] > 0.5)
+            core = on_bone & ~near & (self._limb_source[rows, cols, 3] > 0.5)
             if not (near & on_bone).any() or not core.any():
                 continue
             # the hand's pixels: nearer its colour than the arm's (a bare forearm under a hand looks alike and
@@ -292,9 +293,7 @@ class BodyRestorer:
             rel = pts[covered] - a
             at = np.stack([rel @ e - us[0], rel @ n - vs[0]], -1)  # where those pixels sit in the straight bone
             source = self._limb_source.copy()
-            x0, y0, x1, y1 = box
-            rows, cols = (pts[covered, 1]).astype(int), (pts[covered, 0]).astype(int)
-            source[rows, cols, :3] = sample_reference(filled, at)[:, :3]  # colours only: the outline stays
+            source[rows[covered], cols[covered], :3] = sample_reference(filled, at)[:, :3]  # the matte stays
             sources[bone] = source
         return sources
 

@@ -207,7 +207,8 @@ def _capsules(img: np.ndarray, starts: np.ndarray, ends: np.ndarray, half_width:
     d2 = rx * rx + ry * ry
     d2[point] = (xs[point] * xs[point])[:, None, :] + (ys[point] * ys[point])[:, :, None]
     mask = d2 <= np.float32(half_width * half_width)
-    mask &= ((px >= x0[:, None]) & (px < x1[:, None]))[:, None, :] & ((py >= y0[:, None]) & (py < y1[:, None]))[:, :, None]
+    mask &= ((px >= x0[:, None]) & (px < x1[:, None]))[:, None, :]  # each segment's own window
+    mask &= ((py >= y0[:, None]) & (py < y1[:, None]))[:, :, None]
     mask &= live[:, None, None]
     hit = mask.any(0)
     top = len(starts) - 1 - np.argmax(mask[::-1], axis=0)  # the last segment covering each pixel
