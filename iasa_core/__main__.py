@@ -146,8 +146,10 @@ def cmd_bench(args) -> int:
             rows = default_rows(**models, only=only) if models or only is not None else None
         except ValueError as e:
             raise CliError(str(e)) from None
+        validate.whole(args.timing_passes, "--timing-passes", low=1)
         result = bench_quality(clips=args.clips, seconds=args.seconds, teacher_steps=args.teacher_steps,
-                               device=args.device, dtype=args.dtype, sheet=args.sheet, rows=rows)
+                               device=args.device, dtype=args.dtype, sheet=args.sheet, rows=rows,
+                               timing_passes=args.timing_passes)
         print(format_table(result))
     elif args.what == "vae":
         import torch
@@ -228,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "output at six frames)")
     b.add_argument("--frames", type=int, default=81, help="`vae`: frames per held-out clip, 4n+1 (default 81)")
     b.add_argument("--seconds", type=float, default=5.0, help="`quality`: seconds per clip (default 5)")
+    b.add_argument("--timing-passes", type=int, default=1,
+                   help="`quality`: time every model row this many times, the rows taking turns, and report the "
+                        "FPS of the median pass (default 1; 3 steadies the FPS column on a noisy machine)")
     b.add_argument("--teacher-steps", type=int,
                    help="`quality`: teacher Euler steps (default: the teacher's stored value, 50)")
     for name, default in (("teacher", "embedded-teacher"), ("dmd", "embedded-dmd"), ("student", "embedded")):

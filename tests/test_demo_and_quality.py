@@ -187,3 +187,33 @@ def test_bench_quality_rows_pick_lines_of_the_table(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert ",".join(quality.ROW_KEYS) in "".join(capsys.readouterr().out.split())  # the help lists every key
+
+
+def test_bench_quality_timing_passes_take_the_median_pass(monkeypatch, capsys):
+    import iasa_core.bench.quality as quality
+
+    rows = [quality.COPY_ROW, QualityRow("student", "embedded", "student", sparse=True)]
+    passes = iter([3.0, 1.0])  # the second and third passes' seconds (the first is the measured generation)
+    monkeypatch.setattr(quality, "time_row", lambda *a, **k: next(passes))
+    result = bench_quality(clips=1, seconds=0.4, rows=rows, timing_passes=3, log=lambda s: None)
+    floor, student = result["rows"]
+    assert result["timing_passes"] == 3 and "seconds_passes" not in floor and np.isnan(floor["fps"])
+    first = student["seconds_passes"][0]
+    assert student["seconds_passes"][1:] == [3.0, 1.0]
+    assert student["seconds"] == pytest.approx(sorted([first, 3.0, 1.0])[1])
+    assert student["fps"] == pytest.approx(student["frames"] / student["seconds"])
+    with pytest.raises(ValueError, match="timing passes must be a whole number >= 1"):
+        bench_quality(clips=1, seconds=0.4, rows=rows, timing_passes=0)
+    seen = []
+    monkeypatch.setattr(quality, "bench_quality", lambda **kw: seen.append(kw["timing_passes"]) or {"rows": []})
+    monkeypatch.setattr(quality, "format_table", lambda result: "")
+    assert main(["bench", "quality", "--timing-passes", "3"]) == 0 and seen == [3]
+    assert main(["bench", "quality", "--timing-passes", "0"]) == 2
+    assert "--timing-passes must be a whole number at least 1" in capsys.readouterr().err
+
+
+def test_a_timing_pass_generates_every_clip_again():
+    from iasa_core.bench.quality import time_row
+
+    row = QualityRow("student", "embedded", "student", sparse=True)
+    assert time_row(row, heldout_clips(1, 0.4)) > 0
