@@ -109,13 +109,18 @@ def _generate(system, row: QualityRow, clips: list[Any], steps: int, seed: int) 
         yield generate_video(system, clip.frames[0], clip.poses, opts)
 
 
-def time_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None = None, device: str = "cpu",
-             dtype: torch.dtype | None = None, seed: int = 0) -> float:
-    """Seconds one row takes to generate every clip again (its outputs are the first pass's: not kept)."""
+def _row_model(row: QualityRow, teacher_steps: int | None, device: str, dtype: torch.dtype | None):
+    """The row's model on ``device`` and its sampling steps (the teacher's stored count unless given)."""
     from ..model.loading import load_model
 
     system = load_model(row.model).to(device, dtype)
-    steps = teacher_steps if teacher_steps is not None else int(system.schedule.get("steps", 30))
+    return system, teacher_steps if teacher_steps is not None else int(system.schedule.get("steps", 30))
+
+
+def time_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None = None, device: str = "cpu",
+             dtype: torch.dtype | None = None, seed: int = 0) -> float:
+    """Seconds one row takes to generate every clip again (its outputs are the first pass's: not kept)."""
+    system, steps = _row_model(row, teacher_steps, device, dtype)
     return sum(r.timings["total_s"] for r in _generate(system, row, clips, steps, seed))
 
 
@@ -125,18 +130,16 @@ def evaluate_row(row: QualityRow, clips: list[Any], *, teacher_steps: int | None
     """Generate every clip with one row's setting; metrics averaged over clips, FPS over all frames.
 
     ``keep``: a list that receives each clip's output frames (for contact sheets)."""
-    from ..model.loading import load_model
     from .metrics import video_metrics
 
     if row.sampler == "copy":
         if keep is not None:
             keep.extend(np.repeat(c.frames[:1], len(c.frames), axis=0) for c in clips)
         return copy_row(clips)
-    system = load_model(row.model).to(device, dtype)
+    system, steps = _row_model(row, teacher_steps, device, dtype)
     metrics: list[dict[str, float]] = []
     frames_total, seconds_total = 0, 0.0
     timings: dict[str, float] = {}
-    steps = teacher_steps if teacher_steps is not None else int(system.schedule.get("steps", 30))
     for i, (clip, result) in enumerate(zip(clips, _generate(system, row, clips, steps, seed), strict=True)):
         if keep is not None:
             keep.append(result.frames)
